@@ -1,0 +1,187 @@
+"""The `reactor` command: subcommands, and the mapping of errors to exit codes.
+
+Exit status: 0 success / clean stop; 1 invalid configuration; 2 usage error; 3 database
+unavailable or refused at start; 4 server unsuitable for mode=binlog; 5 D-Bus unavailable
+at start; 6 a command failed (e.g. `alarm set` of an unknown process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+
+from loguru import logger
+
+from reactor import __version__, logs
+from reactor.config import DEFAULT_CONFIG_PATH, Config, load_config, permission_warnings
+from reactor.errors import (
+    BusUnavailable,
+    ConfigError,
+    DatabaseUnavailable,
+    ReactorError,
+    ServerNotSuitable,
+)
+
+EXIT_OK, EXIT_CONFIG, EXIT_USAGE, EXIT_DATABASE, EXIT_SERVER, EXIT_BUS, EXIT_FAILED = range(7)
+
+
+def _config_path(args: argparse.Namespace) -> str:
+    return str(args.config or os.environ.get("REACTOR_CONFIG") or DEFAULT_CONFIG_PATH)
+
+
+def _load(args: argparse.Namespace) -> Config:
+    return load_config(_config_path(args))
+
+
+# ------------------------------------------------------------------ check-config
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    path = _config_path(args)
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"{path}: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    for warning in permission_warnings(path, config):
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"{path}: OK ({len(config.processes)} process section(s))")
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------ watch
+
+
+def install_stop_handlers(stop: Callable[[], None]) -> Callable[[], None]:
+    """SIGINT/SIGTERM call stop() once; a second SIGINT exits at once. Returns an undo."""
+    loop = asyncio.get_running_loop()
+    hits = {"n": 0}
+
+    def handler(signum: int) -> None:
+        hits["n"] += 1
+        if hits["n"] > 1 and signum == signal.SIGINT:
+            logger.warning("second interrupt: exiting now")
+            os._exit(130)
+        logger.info("received {}, stopping", signal.Signals(signum).name)
+        stop()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, handler, sig)
+
+    def undo() -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+    return undo
+
+
+async def _watch(config: Config, args: argparse.Namespace) -> int:
+    from reactor.db import Database
+    from reactor.events import Alarm
+    from reactor.intake import Intake
+    from reactor.monitor import Monitor
+    from reactor.state import StateFile
+
+    out = sys.stdout
+
+    def emit(alarm: Alarm) -> None:
+        out.write(json.dumps(alarm.as_json()) + "\n")
+        out.flush()
+
+    database = Database(config.database, workers=2)
+    intake = Intake(emit, database)
+    monitor = Monitor(config, database, StateFile(args.state_file), intake)
+    try:
+        mode = await monitor.choose_mode()
+        undo = install_stop_handlers(monitor.stop)
+        task = asyncio.create_task(monitor.run())
+        ready = asyncio.create_task(monitor.ready.wait())
+        await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+        if monitor.ready.is_set():
+            logger.info("watching for alarms: mode={} position={}", mode,
+                        monitor.position or "-")
+        try:
+            await task
+        finally:
+            ready.cancel()
+            undo()
+        logger.info("stopped")
+        return EXIT_OK
+    finally:
+        database.close()
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    config = _load(args)
+    server_id = args.server_id or config.database.server_id + 1
+    from reactor.config import with_overrides
+
+    config = with_overrides(config, database={"server_id": server_id})
+    logs.setup(config.logging, secrets=[config.database.password], to_file=False)
+    return asyncio.run(_watch(config, args))
+
+
+# ------------------------------------------------------------------ main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reactor",
+        description="Restart a process's systemd unit the moment its alarm is set in the database.",
+    )
+    parser.add_argument("--version", action="version", version=f"reactor {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, fn: Callable[[argparse.Namespace], int],
+            help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("--config", "-c", metavar="PATH",
+                       help=f"config file (default: $REACTOR_CONFIG or {DEFAULT_CONFIG_PATH})")
+        p.set_defaults(func=fn)
+        return p
+
+    add("check-config", cmd_check_config, "validate a config file; one line per problem")
+    w = add("watch", cmd_watch, "print one JSON line per alarm as it is detected (acts on nothing)")
+    w.add_argument("--state-file", metavar="PATH",
+                   help="checkpoint the binlog position here and resume from it "
+                        "(default: start at the current position, in memory only)")
+    w.add_argument("--server-id", type=int, metavar="N",
+                   help="binlog replica id (default: [database] server_id + 1, so that "
+                        "watch never collides with a running daemon)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        path = _config_path(args)
+        for problem in exc.problems:
+            print(f"reactor: {path}: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    except ServerNotSuitable as exc:
+        print(f"reactor: {exc}", file=sys.stderr)
+        return EXIT_SERVER
+    except DatabaseUnavailable as exc:
+        print(f"reactor: database unavailable: {exc}", file=sys.stderr)
+        return EXIT_DATABASE
+    except BusUnavailable as exc:
+        print(f"reactor: D-Bus unavailable: {exc}", file=sys.stderr)
+        return EXIT_BUS
+    except ReactorError as exc:
+        from reactor.db import DatabaseRefused
+
+        if isinstance(exc, DatabaseRefused):
+            print(f"reactor: database refused: {exc}", file=sys.stderr)
+            return EXIT_DATABASE
+        print(f"reactor: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,483 @@
+"""config.ini -> Config, parsed once at start-up into frozen dataclasses.
+
+The file keeps the format of the bash tool it replaces (`[database]`, `[monitor]`,
+`[logging]`, `[process.NAME]`, `[process.default]`) plus the keys the reactor needs. Every
+key is declared once in `KEYS`, with its parser and default; the man page reactor.ini.5
+documents the same table (a test keeps them in step).
+
+Error handling: `load_config` collects every problem in the file and raises one
+`ConfigError` whose `.problems` has one line per problem, each naming `[section] key`.
+Config code never exits the process.
+"""
+
+from __future__ import annotations
+
+import configparser
+import fnmatch
+import os
+import shlex
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from reactor.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = "/etc/reactor/config.ini"
+DEFAULT_DENIED_UNITS = (
+    "reactor.service",
+    "dbus.service",
+    "dbus-broker.service",
+    "dbus.socket",
+    "systemd-*",
+    "init.scope",
+    "-.slice",
+    "mariadb*.service",
+    "mysql*.service",
+    "mysqld*.service",
+)
+MODES = ("auto", "binlog", "poll")
+STRATEGIES = ("auto", "service", "process")
+LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
+
+
+# ---------------------------------------------------------------- value parsers
+# Each takes the raw string and returns the value or raises ValueError with a reason.
+
+
+def _integer(minimum: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(f"must be a whole number, got {raw!r}") from None
+        if value < minimum:
+            raise ValueError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _seconds(minimum: float, *, allow_equal: bool = True) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"must be a number of seconds, got {raw!r}") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"must be a finite number, got {raw!r}")
+        if value < minimum or (not allow_equal and value == minimum):
+            op = ">=" if allow_equal else ">"
+            raise ValueError(f"must be {op} {minimum:g}, got {raw.strip()}")
+        return value
+
+    return parse
+
+
+def _choice(choices: tuple[str, ...], *, upper: bool = False) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().upper() if upper else raw.strip().lower()
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _text(raw: str) -> str:
+    return raw.strip()
+
+
+def _required_text(raw: str) -> str:
+    if not raw.strip():
+        raise ValueError("must not be empty")
+    return raw.strip()
+
+
+def _password(raw: str) -> str:
+    return raw  # kept verbatim: surrounding spaces may be part of it
+
+
+def _globs(raw: str) -> tuple[str, ...]:
+    return tuple(part for part in raw.replace(",", " ").split() if part)
+
+
+def _command(raw: str) -> tuple[str, ...]:
+    """A command line, split like a shell would split words but never run by a shell."""
+    if not raw.strip():
+        return ()
+    try:
+        argv = tuple(shlex.split(raw))
+    except ValueError as exc:
+        raise ValueError(f"cannot split into words: {exc}") from None
+    return argv
+
+
+def _hostport(raw: str) -> tuple[str, int] | None:
+    if not raw.strip():
+        return None
+    host, sep, port = raw.strip().rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"must be host:port, got {raw!r}")
+    try:
+        number = int(port)
+    except ValueError:
+        raise ValueError(f"port must be a number, got {port!r}") from None
+    if not 0 < number < 65536:
+        raise ValueError(f"port must be 1-65535, got {number}")
+    return host.strip("[]"), number
+
+
+def _url(raw: str) -> str:
+    if not raw.strip():
+        return ""
+    parts = urlsplit(raw.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be an http:// or https:// URL, got {raw!r}")
+    return raw.strip()
+
+
+def _port(raw: str) -> int:
+    value = _integer(1)(raw)
+    if value > 65535:
+        raise ValueError(f"must be 1-65535, got {value}")
+    return value
+
+
+def _server_id(raw: str) -> int:
+    value = _integer(1)(raw)
+    if value > 2**32 - 1:
+        raise ValueError(f"must be 1-{2**32 - 1}, got {value}")
+    return value
+
+
+# ---------------------------------------------------------------- the key table
+
+
+@dataclass(frozen=True)
+class Key:
+    section: str  # "database", "monitor", "systemd", "logging" or "process"
+    name: str
+    parse: Callable[[str], Any]
+    default: str  # as it would be written in the file; "" = empty
+    doc: str
+
+
+KEYS: tuple[Key, ...] = (
+    Key("database", "host", _required_text, "localhost", "database server host name or address"),
+    Key("database", "port", _port, "3306", "database server TCP port"),
+    Key("database", "socket", _text, "", "Unix socket path; when set, used instead of host/port"),
+    Key("database", "user", _required_text, "", "account the reactor logs in as (required)"),
+    Key("database", "password", _password, "", "that account's password"),
+    Key("database", "database", _required_text, "v_process_monitor", "schema holding the tables"),
+    Key("database", "server_id", _server_id, "4242",
+        "binlog replica id; unique among every replica and binlog reader of the server"),
+    Key("database", "connect_timeout", _seconds(0.1), "5", "seconds to wait for a connection"),
+    Key("database", "heartbeat", _seconds(0.1), "1",
+        "seconds between server heartbeats on the binlog stream; a silent stream is declared "
+        "dead after 2.5 heartbeats"),
+    Key("monitor", "mode", _choice(MODES), "auto",
+        "auto: binlog when the server allows it, else poll; binlog: binlog or refuse; poll"),
+    Key("monitor", "check_interval", _seconds(0, allow_equal=False), "300",
+        "seconds between polls (poll mode) or reconciliation sweeps (binlog mode)"),
+    Key("monitor", "max_restart_failures", _integer(1), "3",
+        "failed cycles in a row that open a process's circuit breaker"),
+    Key("monitor", "circuit_reset_time", _seconds(0), "1800",
+        "seconds an open breaker waits before one trial cycle"),
+    Key("monitor", "state_file", _required_text, "/var/lib/reactor/state.json",
+        "binlog checkpoint and breaker state"),
+    Key("monitor", "allowed_units", _globs, "*", "glob patterns of units the reactor may act on"),
+    Key("monitor", "denied_units", _globs, " ".join(DEFAULT_DENIED_UNITS),
+        "glob patterns of units the reactor never acts on; wins over allowed_units"),
+    Key("monitor", "max_concurrent_restarts", _integer(1), "32",
+        "restarts in progress at once, over all processes"),
+    Key("monitor", "shutdown_timeout", _seconds(0), "20",
+        "seconds a stop waits for in-flight cycles before cancelling them"),
+    Key("systemd", "bus", _required_text, "system",
+        "system, user (the session bus of DBUS_SESSION_BUS_ADDRESS) or a D-Bus address"),
+    Key("systemd", "call_timeout", _seconds(0, allow_equal=False), "5",
+        "seconds to wait for any one D-Bus call"),
+    Key("systemd", "job_timeout", _seconds(0, allow_equal=False), "90",
+        "seconds to wait for a restart or start job before the kill fallback"),
+    Key("logging", "level", _choice(LEVELS, upper=True), "INFO", "least severe level logged"),
+    Key("logging", "log_file", _text, "/var/log/reactor/reactor.log",
+        "log file; empty = stderr only"),
+    Key("logging", "max_log_size", _integer(1), "5120", "KB before the log file is rotated"),
+    Key("logging", "log_files_to_keep", _integer(1), "5", "rotated log files kept"),
+    Key("process", "unit", _text, "", "systemd unit; default NAME if it has a unit suffix, "
+        "else NAME.service"),
+    Key("process", "restart_strategy", _choice(STRATEGIES), "auto",
+        "service (D-Bus), process (signals + start_command) or auto (service, else process)"),
+    Key("process", "pre_restart_command", _command, "",
+        "run before a restart; non-zero exit = no restart (%s = process name)"),
+    Key("process", "health_check_command", _command, "",
+        "exit 0 = healthy (%s = process name); empty = unit/process state"),
+    Key("process", "health_check_tcp", _hostport, "", "host:port that must accept a connection"),
+    Key("process", "health_check_url", _url, "", "URL that must answer with health_check_status"),
+    Key("process", "health_check_status", _integer(100), "200", "expected HTTP status"),
+    Key("process", "health_check_timeout", _seconds(0, allow_equal=False), "5",
+        "seconds the health check is retried before the attempt counts as failed"),
+    Key("process", "settle_time", _seconds(0), "1",
+        "seconds a unit must stay active to count as healthy"),
+    Key("process", "restart_delay", _seconds(0), "2", "seconds between attempts in one cycle"),
+    Key("process", "restart_backoff", _seconds(1), "1",
+        "factor applied to restart_delay after each attempt (2 = exponential)"),
+    Key("process", "max_attempts", _integer(1), "2", "restart attempts per cycle"),
+    Key("process", "start_command", _command, "",
+        "process strategy: command that starts the program again (%s = process name)"),
+    Key("process", "stop_timeout", _seconds(0), "5",
+        "process strategy: seconds between SIGTERM and SIGKILL"),
+    Key("process", "command_timeout", _seconds(0, allow_equal=False), "30",
+        "seconds before pre_restart/health/start commands are killed"),
+)
+SECTIONS = ("database", "monitor", "systemd", "logging")
+
+
+def keys_of(section: str) -> dict[str, Key]:
+    return {k.name: k for k in KEYS if k.section == section}
+
+
+# ---------------------------------------------------------------- value objects
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    host: str
+    port: int
+    socket: str
+    user: str
+    password: str = field(repr=False)
+    database: str
+    server_id: int
+    connect_timeout: float
+    heartbeat: float
+
+    def pymysql_args(self) -> dict[str, Any]:
+        """Keyword arguments for pymysql.connect (a fresh dict each call)."""
+        args: dict[str, Any] = {
+            "user": self.user,
+            "password": self.password,
+            "connect_timeout": self.connect_timeout,
+            "charset": "utf8mb4",
+            "autocommit": True,
+        }
+        if self.socket:
+            args["unix_socket"] = self.socket
+        else:
+            args["host"] = self.host
+            args["port"] = self.port
+        return args
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    mode: str
+    check_interval: float
+    max_restart_failures: int
+    circuit_reset_time: float
+    state_file: str
+    allowed_units: tuple[str, ...]
+    denied_units: tuple[str, ...]
+    max_concurrent_restarts: int
+    shutdown_timeout: float
+
+
+@dataclass(frozen=True)
+class SystemdConfig:
+    bus: str
+    call_timeout: float
+    job_timeout: float
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str
+    log_file: str
+    max_log_size: int
+    log_files_to_keep: int
+
+
+@dataclass(frozen=True)
+class ProcessConfig:
+    unit: str
+    restart_strategy: str
+    pre_restart_command: tuple[str, ...]
+    health_check_command: tuple[str, ...]
+    health_check_tcp: tuple[str, int] | None
+    health_check_url: str
+    health_check_status: int
+    health_check_timeout: float
+    settle_time: float
+    restart_delay: float
+    restart_backoff: float
+    max_attempts: int
+    start_command: tuple[str, ...]
+    stop_timeout: float
+    command_timeout: float
+
+
+UNIT_SUFFIXES = (
+    ".service", ".socket", ".target", ".device", ".mount", ".automount", ".swap",
+    ".path", ".timer", ".slice", ".scope",
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    database: DatabaseConfig
+    monitor: MonitorConfig
+    systemd: SystemdConfig
+    logging: LoggingConfig
+    process_default: ProcessConfig
+    processes: dict[str, ProcessConfig] = field(default_factory=dict)
+
+    def for_process(self, name: str) -> ProcessConfig:
+        """The settings for a process: its own section, else [process.default]."""
+        return self.processes.get(name, self.process_default)
+
+    def unit_for(self, name: str) -> str:
+        """process_name -> unit: `unit =` if set, NAME if it has a unit suffix, else
+        NAME.service."""
+        configured = self.for_process(name).unit
+        if configured:
+            return configured
+        return name if name.endswith(UNIT_SUFFIXES) else f"{name}.service"
+
+    def unit_allowed(self, unit: str) -> bool:
+        """allowed_units and denied_units, denied winning."""
+        m = self.monitor
+        if any(fnmatch.fnmatchcase(unit, pat) for pat in m.denied_units):
+            return False
+        return any(fnmatch.fnmatchcase(unit, pat) for pat in m.allowed_units)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _parse_section(
+    raw: configparser.SectionProxy | dict[str, str],
+    keys: dict[str, Key],
+    label: str,
+    base: dict[str, Any],
+    problems: list[str],
+) -> dict[str, Any]:
+    values = dict(base)
+    for name, text in raw.items():
+        key = keys.get(name)
+        if key is None:
+            problems.append(f"[{label}] {name}: unknown key")
+            continue
+        try:
+            values[name] = key.parse(text)
+        except ValueError as exc:
+            problems.append(f"[{label}] {name}: {exc}")
+    return values
+
+
+def _defaults(keys: dict[str, Key]) -> dict[str, Any]:
+    """Built-in defaults; a key whose default does not parse (user) is required."""
+    values: dict[str, Any] = {}
+    for name, key in keys.items():
+        try:
+            values[name] = key.parse(key.default)
+        except ValueError:
+            values[name] = None
+    return values
+
+
+def parse_config(text: str, path: str = "<string>") -> Config:
+    """Parse config text. Raises ConfigError listing every problem."""
+    parser = configparser.ConfigParser(interpolation=None, strict=True, empty_lines_in_values=False)
+    parser.optionxform = str.lower  # type: ignore[assignment,method-assign]
+    try:
+        parser.read_string(text, source=path)
+    except configparser.Error as exc:
+        raise ConfigError([f"{path}: not an INI file: {exc.message.splitlines()[0]}"]) from None
+
+    problems: list[str] = []
+    parsed: dict[str, dict[str, Any]] = {}
+    for section in SECTIONS:
+        keys = keys_of(section)
+        if not parser.has_section(section):
+            if section in ("database",):
+                problems.append(f"[{section}]: missing section")
+            parsed[section] = _defaults(keys)
+            continue
+        parsed[section] = _parse_section(parser[section], keys, section, _defaults(keys), problems)
+    if parser.has_section("database") and "user" not in parser["database"]:
+        problems.append("[database] user: missing key")
+
+    process_keys = keys_of("process")
+    default_values = _defaults(process_keys)
+    if parser.has_section("process.default"):
+        default_values = _parse_section(
+            parser["process.default"], process_keys, "process.default", default_values, problems
+        )
+        if default_values.get("unit"):
+            problems.append("[process.default] unit: cannot be set for every process")
+    process_values: dict[str, dict[str, Any]] = {}
+    for section in parser.sections():
+        if section in SECTIONS or section == "process.default":
+            continue
+        if not section.startswith("process.") or section == "process.":
+            problems.append(f"[{section}]: unknown section")
+            continue
+        name = section[len("process."):]
+        process_values[name] = _parse_section(
+            parser[section], process_keys, section, default_values, problems
+        )
+
+    for label, values in [("process.default", default_values), *(
+        (f"process.{n}", v) for n, v in process_values.items())]:
+        if values.get("restart_strategy") == "process" and not values.get("start_command"):
+            problems.append(f"[{label}] start_command: required when restart_strategy = process")
+
+    if problems:
+        raise ConfigError(problems)
+    return Config(
+        path=path,
+        database=DatabaseConfig(**parsed["database"]),
+        monitor=MonitorConfig(**parsed["monitor"]),
+        systemd=SystemdConfig(**parsed["systemd"]),
+        logging=LoggingConfig(**parsed["logging"]),
+        process_default=ProcessConfig(**default_values),
+        processes={n: ProcessConfig(**v) for n, v in process_values.items()},
+    )
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and parse a config file. Raises ConfigError (unreadable file included)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: not UTF-8 text"]) from None
+    return parse_config(text, str(path))
+
+
+def permission_warnings(path: str | os.PathLike[str], config: Config) -> list[str]:
+    """Warnings about a config file that holds a password others can read."""
+    if not config.database.password:
+        return []
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return []
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        return [
+            f"{path}: holds [database] password but its mode is {stat.S_IMODE(mode):04o}; "
+            f"run chmod 600 {path}"
+        ]
+    return []
+
+
+def with_overrides(config: Config, **sections: dict[str, Any]) -> Config:
+    """A copy of config with some fields of some sections replaced (tests, benchmarks)."""
+    changes: dict[str, Any] = {}
+    for name, fields in sections.items():
+        changes[name] = replace(getattr(config, name), **fields)
+    return replace(config, **changes)

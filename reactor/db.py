@@ -1,0 +1,165 @@
+"""PyMySQL adapter: connections, the queries the sources need, and error mapping.
+
+PyMySQL blocks, so the event loop never calls it directly: `Database.call(fn, ...)` runs
+`fn(cursor, ...)` in a small pool of threads, each holding its own connection.
+
+Error handling: PyMySQL errors are mapped here, at the boundary. Lost or refused
+connections and timeouts -> DatabaseUnavailable (transient; the thread's connection is
+dropped and reopened on the next call). Access denied, unknown schema or table ->
+DatabaseRefused (permanent until an operator fixes grants or schema).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import pymysql
+import pymysql.cursors
+
+from reactor.config import DatabaseConfig
+from reactor.errors import DatabaseUnavailable, PermanentError
+
+T = TypeVar("T")
+
+# client-side codes: can't connect, server gone, lost connection, out of sync
+TRANSIENT_CODES = frozenset({2002, 2003, 2005, 2006, 2013, 2014, 2055, 1040, 1053, 1205, 1213})
+QUERY_TIMEOUT = 10.0  # seconds a statement may take before the connection is dropped
+
+SWEEP_SQL = (
+    "SELECT s.process_id, p.process_name FROM STATUS_PROCESS s "
+    "LEFT JOIN PROCESE p ON p.process_id = s.process_id WHERE s.alarma = 1"
+)
+
+
+class DatabaseRefused(PermanentError):
+    """The server refused us: bad credentials, missing grant, unknown schema or table."""
+
+
+def map_error(exc: BaseException, what: str) -> Exception:
+    """A PyMySQL / socket exception -> the reactor's own, with the server's message."""
+    code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+    message = exc.args[1] if len(exc.args) > 1 else str(exc)
+    text = f"{what}: {message}" + (f" (error {code})" if code else "")
+    if isinstance(exc, OSError | EOFError | TimeoutError) or code is None:
+        return DatabaseUnavailable(text)
+    if code in TRANSIENT_CODES or isinstance(exc, pymysql.err.InterfaceError):
+        return DatabaseUnavailable(text)
+    return DatabaseRefused(text)
+
+
+def connect(cfg: DatabaseConfig, *, schema: bool = True, **extra: Any) -> pymysql.Connection:
+    """Open one connection (blocking). Raises DatabaseUnavailable or DatabaseRefused."""
+    args = cfg.pymysql_args()
+    if schema:
+        args["database"] = cfg.database
+    args.setdefault("read_timeout", QUERY_TIMEOUT)
+    args.setdefault("write_timeout", QUERY_TIMEOUT)
+    args.update(extra)
+    try:
+        return pymysql.connect(**args)
+    except (pymysql.err.MySQLError, OSError) as exc:
+        raise map_error(exc, f"cannot connect to {describe(cfg)} as {cfg.user}") from exc
+
+
+def describe(cfg: DatabaseConfig) -> str:
+    return cfg.socket if cfg.socket else f"{cfg.host}:{cfg.port}"
+
+
+@contextmanager
+def mapped(what: str) -> Iterator[None]:
+    """Re-raise PyMySQL errors inside the block as the reactor's own."""
+    try:
+        yield
+    except (pymysql.err.MySQLError, OSError) as exc:
+        raise map_error(exc, what) from exc
+
+
+class Database:
+    """A pool of blocking connections used from asyncio through worker threads."""
+
+    def __init__(self, cfg: DatabaseConfig, *, workers: int = 4) -> None:
+        self.cfg = cfg
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="db")
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._conns: list[pymysql.Connection] = []
+
+    def _conn(self) -> pymysql.Connection:
+        conn: pymysql.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self.cfg)
+            self._local.conn = conn
+            with self._lock:
+                self._conns.append(conn)
+        return conn
+
+    def _drop(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            with self._lock:
+                if conn in self._conns:
+                    self._conns.remove(conn)
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - already broken; closing is best effort
+                pass
+
+    def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run fn(cursor, *args) on this thread's connection (blocking)."""
+        conn = self._conn()
+        try:
+            with conn.cursor() as cur:
+                return fn(cur, *args)
+        except (pymysql.err.MySQLError, OSError) as exc:
+            mapped_exc = map_error(exc, getattr(fn, "__name__", "query"))
+            if isinstance(mapped_exc, DatabaseUnavailable):
+                self._drop()
+            raise mapped_exc from exc
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run fn(cursor, *args) in a worker thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self.run_sync, fn, *args)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - closing is best effort
+                pass
+
+
+# ------------------------------------------------------------------ queries (run in threads)
+
+
+def fetch_alarmed(cur: pymysql.cursors.Cursor) -> list[tuple[int, str | None]]:
+    """Every process whose alarma is 1, with its name (None when PROCESE lacks the id)."""
+    cur.execute(SWEEP_SQL)
+    return [(int(pid), name) for pid, name in cur.fetchall()]
+
+
+def fetch_names(cur: pymysql.cursors.Cursor) -> dict[int, str]:
+    cur.execute("SELECT process_id, process_name FROM PROCESE")
+    return {int(pid): name for pid, name in cur.fetchall()}
+
+
+def fetch_name(cur: pymysql.cursors.Cursor, pid: int) -> str | None:
+    cur.execute("SELECT process_name FROM PROCESE WHERE process_id = %s", (pid,))
+    row = cur.fetchone()
+    return None if row is None else str(row[0])
+
+
+def master_status(cur: pymysql.cursors.Cursor) -> tuple[str, int] | None:
+    """The server's current binlog file and position (None when log_bin is off)."""
+    cur.execute("SHOW MASTER STATUS")
+    row = cur.fetchone()
+    return None if row is None else (str(row[0]), int(row[1]))

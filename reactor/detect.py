@@ -1,0 +1,98 @@
+"""Pure detection: which row changes and sweep rows are alarms, each delivered once.
+
+An alarm is a row of STATUS_PROCESS whose after-image has alarma=1 and whose before-image
+did not (or an INSERT with alarma=1). The stream, the poller and the sweep all feed one
+AlarmTracker so that the same alarm reaches the consumer once, whichever saw it first.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+
+
+def _alarma(image: dict[str, object] | None) -> int | None:
+    if image is None:
+        return None
+    value = image.get("alarma")
+    return int(value) if isinstance(value, int) else None
+
+
+def is_alarm(before: dict[str, object] | None, after: dict[str, object] | None) -> bool:
+    """A 0->1 transition of alarma, or a new row with alarma=1."""
+    return _alarma(after) == 1 and _alarma(before) != 1
+
+
+def is_clear(before: dict[str, object] | None, after: dict[str, object] | None) -> bool:
+    """alarma left 1 (cleared, or the row was deleted)."""
+    return _alarma(before) == 1 and _alarma(after) != 1
+
+
+class AlarmTracker:
+    """Remembers which alarms are in the consumer's hands, so that none is delivered twice.
+
+    - A 0->1 from the stream is delivered unless that process is already delivered
+      (the sweep saw the same row first).
+    - A sweep delivers rows in alarm that are not in hand, or that the consumer settled
+      (finished with, and the row is still in alarm: it is retried, as the bash tool did).
+    - A process whose state changed after the sweep's query started is left to the
+      stream: the query may have read the row before that change.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._delivered: set[int] = set()
+        self._settled: set[int] = set()
+        self._changed_at: dict[int, float] = {}
+
+    def _touch(self, pid: int) -> None:
+        self._changed_at[pid] = self._clock()
+
+    def now(self) -> float:
+        return self._clock()
+
+    def is_active(self, pid: int) -> bool:
+        return pid in self._delivered
+
+    def stream_change(self, pid: int, before: dict[str, object] | None,
+                      after: dict[str, object] | None) -> bool:
+        """Feed one STATUS_PROCESS row change; True when it is an alarm to deliver."""
+        if is_alarm(before, after):
+            self._touch(pid)
+            if pid in self._delivered and pid not in self._settled:
+                return False
+            self._delivered.add(pid)
+            self._settled.discard(pid)
+            return True
+        if is_clear(before, after):
+            self._touch(pid)
+            self._delivered.discard(pid)
+            self._settled.discard(pid)
+        return False
+
+    def sweep(self, in_alarm: Iterable[int], started: float) -> list[int]:
+        """Feed the ids a sweep found in alarm (query began at `started`); returns those to
+        deliver, and forgets alarms that are no longer in alarm."""
+        found = set(in_alarm)
+        deliver: list[int] = []
+        for pid in sorted(found):
+            if self._changed_at.get(pid, -math.inf) >= started:
+                continue
+            if pid in self._delivered and pid not in self._settled:
+                continue
+            self._delivered.add(pid)
+            self._settled.discard(pid)
+            self._touch(pid)
+            deliver.append(pid)
+        for pid in list(self._delivered - found):
+            if self._changed_at.get(pid, -math.inf) < started:
+                self._delivered.discard(pid)
+                self._settled.discard(pid)
+        return deliver
+
+    def settle(self, pid: int) -> None:
+        """The consumer is done with this alarm; a later sweep may deliver it again."""
+        if pid in self._delivered:
+            self._settled.add(pid)
+        self._touch(pid)

@@ -1,0 +1,71 @@
+"""The reactor's exceptions. Foreign exceptions (PyMySQL, mysql-replication, dbus-fast) are
+mapped to these inside the adapter that talks to them; nothing above an adapter catches a
+library's exception.
+
+ReactorError                    base of everything the reactor raises on purpose
+├── ConfigError                 the config file is unusable; .problems has one line per problem
+├── TransientError              may succeed when retried later: the caller retries with backoff
+│   ├── DatabaseUnavailable     the database refused, dropped or timed out a connection or query
+│   ├── BusUnavailable          the D-Bus connection is lost or cannot be opened
+│   └── CallTimeout             a D-Bus call, command or probe did not answer in time
+└── PermanentError              retrying the same thing will fail the same way
+    ├── ServerNotSuitable       the server lacks a setting or grant the binlog source needs
+    ├── BinlogPositionLost      the saved binlog position is purged or impossible (error 1236)
+    ├── NoSuchUnit              systemd does not know the unit
+    ├── UnitOperationFailed     systemd refused the operation or its job ended other than "done"
+    └── Refused                 the alarm names a process the reactor must not touch
+"""
+
+from __future__ import annotations
+
+
+class ReactorError(Exception):
+    """Base class of the reactor's own errors."""
+
+
+class ConfigError(ReactorError):
+    """The configuration is unusable. Each problem names `[section] key`."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems))
+
+
+class TransientError(ReactorError):
+    """Retrying later may succeed."""
+
+
+class DatabaseUnavailable(TransientError):
+    """The database refused, dropped or timed out a connection or a query."""
+
+
+class BusUnavailable(TransientError):
+    """The D-Bus connection is lost or cannot be opened."""
+
+
+class CallTimeout(TransientError):
+    """A D-Bus call, command or probe did not answer within its timeout."""
+
+
+class PermanentError(ReactorError):
+    """Retrying the same operation will fail the same way."""
+
+
+class ServerNotSuitable(PermanentError):
+    """The database server lacks a setting or grant the binlog source needs."""
+
+
+class BinlogPositionLost(PermanentError):
+    """The saved binlog position was purged or is impossible (server error 1236)."""
+
+
+class NoSuchUnit(PermanentError):
+    """systemd does not know the unit."""
+
+
+class UnitOperationFailed(PermanentError):
+    """systemd refused an operation on a unit, or its job ended with a result other than done."""
+
+
+class Refused(PermanentError):
+    """The alarm names a process the reactor must not act on (bad name, denied unit, unknown id)."""

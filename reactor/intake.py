@@ -1,0 +1,104 @@
+"""Intake: row changes (stream) and alarmed rows (poll, sweep) -> Alarms, each once, named.
+
+Keeps the process-name cache: loaded at start, kept current by PROCESE row changes in the
+stream (so a rename is seen in commit order, before any later alarm) and by every sweep.
+An alarm whose id is not in the cache is looked up in PROCESE before it is delivered;
+when PROCESE has no such id the alarm is delivered with process_name=None (unknown).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+
+from loguru import logger
+
+from reactor import db as queries
+from reactor.db import Database
+from reactor.detect import AlarmTracker
+from reactor.errors import TransientError
+from reactor.events import Alarm, RowChange, Source
+from reactor.state import Checkpoint
+
+Emit = Callable[[Alarm], None]
+
+
+def _pid(change: RowChange) -> int | None:
+    image = change.after if change.after is not None else change.before
+    value = image.get("process_id") if image else None
+    return value if isinstance(value, int) else None
+
+
+class Intake:
+    def __init__(self, emit: Emit, database: Database | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.emit = emit
+        self.database = database
+        self.tracker = AlarmTracker(clock)
+        self.names: dict[int, str] = {}
+        self.delivered = 0
+        self._lookups: set[asyncio.Task[None]] = set()
+
+    def _deliver(self, alarm: Alarm) -> None:
+        if alarm.process_name is None and self.database is not None:
+            task = asyncio.get_running_loop().create_task(self._resolve_then_emit(alarm))
+            self._lookups.add(task)
+            task.add_done_callback(self._lookups.discard)
+            return
+        self.delivered += 1
+        self.emit(alarm)
+
+    async def _resolve_then_emit(self, alarm: Alarm) -> None:
+        assert self.database is not None
+        name: str | None = None
+        try:
+            name = await self.database.call(queries.fetch_name, alarm.process_id)
+        except TransientError as exc:
+            logger.warning("cannot look up process {}: {}", alarm.process_id, exc)
+        if name is not None:
+            self.names[alarm.process_id] = name
+            alarm = Alarm(alarm.process_id, name, alarm.source, alarm.detected_at,
+                          alarm.detected_mono, alarm.position)
+        self.delivered += 1
+        self.emit(alarm)
+
+    # ------------------------------------------------------------------ stream
+
+    def on_batch(self, changes: list[RowChange], checkpoint: Checkpoint) -> None:
+        """One committed transaction's rows, in commit order."""
+        position = str(checkpoint)
+        for change in changes:
+            pid = _pid(change)
+            if pid is None:
+                continue
+            if change.table == "PROCESE":
+                if change.after is None:
+                    self.names.pop(pid, None)
+                else:
+                    name = change.after.get("process_name")
+                    if isinstance(name, str):
+                        self.names[pid] = name
+            elif self.tracker.stream_change(pid, change.before, change.after):
+                self._deliver(Alarm(pid, self.names.get(pid), Source.BINLOG, position=position))
+
+    # ------------------------------------------------------------------ poll / sweep
+
+    def sweep_started(self) -> float:
+        return self.tracker.now()
+
+    def on_sweep(self, rows: Iterable[tuple[int, str | None]], started: float,
+                 source: Source) -> int:
+        """Rows found in alarm by a query that began at `started`; returns alarms delivered."""
+        rows = list(rows)
+        for pid, name in rows:
+            if name is not None:
+                self.names[pid] = name
+        fresh = self.tracker.sweep((pid for pid, _ in rows), started)
+        for pid in fresh:
+            self._deliver(Alarm(pid, self.names.get(pid), source))
+        return len(fresh)
+
+    def settle(self, pid: int) -> None:
+        """The consumer is done with this process's alarm (see AlarmTracker.settle)."""
+        self.tracker.settle(pid)

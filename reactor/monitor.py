@@ -1,0 +1,178 @@
+"""The alarm sources for the chosen mode, feeding one Intake.
+
+    binlog mode: BinlogSource (push) + sweep at start, after every reconnect, every
+                 check_interval, and when the stream shows a statement it cannot decode
+    poll mode:   a poll every check_interval (the same query as the sweep)
+
+`ready` is set once the first source is connected and the first sweep or poll is done:
+from then on no alarm can be missed.
+
+Error handling: a failed sweep or poll (database down) is logged and retried with a
+capped backoff; the binlog source owns its own reconnects (see binlog.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from loguru import logger
+
+from reactor import db as queries
+from reactor.binlog import BinlogSource
+from reactor.config import Config
+from reactor.db import Database
+from reactor.errors import TransientError
+from reactor.events import Source
+from reactor.intake import Intake
+from reactor.preflight import choose_mode, inspect_server
+from reactor.retry import Backoff
+from reactor.state import Checkpoint, StateFile
+
+
+class Monitor:
+    def __init__(self, config: Config, database: Database, state: StateFile,
+                 intake: Intake) -> None:
+        self.config = config
+        self.database = database
+        self.state = state
+        self.intake = intake
+        self.mode = ""
+        self.ready = asyncio.Event()
+        self.sweeps = 0
+        self.binlog: BinlogSource | None = None
+        self._sweep_wanted = asyncio.Event()
+        self._connected_once = False
+        self._stopping = False
+        self._stop_event = asyncio.Event()
+
+    async def choose_mode(self) -> str:
+        """Inspect the server and pick binlog or poll. Raises ServerNotSuitable (mode=binlog)
+        and DatabaseUnavailable/DatabaseRefused when the server cannot be asked."""
+        configured = self.config.monitor.mode
+        report = None
+        if configured != "poll":
+            report = await self.database.call(inspect_server)
+        self.mode = choose_mode(configured, report)
+        return self.mode
+
+    @property
+    def position(self) -> Checkpoint | None:
+        return self.binlog.position if self.binlog else None
+
+    def request_sweep(self) -> None:
+        self._sweep_wanted.set()
+
+    async def run(self) -> None:
+        """Run the sources until stop() (the caller owns this task)."""
+        if not self.mode:
+            await self.choose_mode()
+        if self.mode == "poll":
+            logger.info("polling every {:g} s", self.config.monitor.check_interval)
+            await self._poll_loop()
+            return
+        self.binlog = BinlogSource(
+            self.config.database, self.state,
+            on_batch=self.intake.on_batch,
+            on_connected=self._on_connected,
+            on_statement=self.request_sweep,
+        )
+        await self._prime()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.binlog.run(), name="binlog")
+            tg.create_task(self._sweep_loop(), name="sweep")
+
+    async def _prime(self) -> None:
+        """Fix the stream's start position, then load the name cache: every PROCESE change
+        after that position is replayed by the stream, so the cache cannot go stale."""
+        assert self.binlog is not None
+        backoff = Backoff(0.1, 5.0)
+        while not self._stopping:
+            try:
+                if self.binlog.position is None:
+                    status = await self.database.call(queries.master_status)
+                    if status is not None:
+                        self.binlog.position = Checkpoint(*status)
+                self.intake.names.update(await self.database.call(queries.fetch_names))
+                return
+            except TransientError as exc:
+                delay = backoff.next()
+                logger.warning("database unavailable at start: {}; retrying in {:.1f} s",
+                               exc, delay)
+                await self._pause(delay)
+
+    def _on_connected(self, position: Checkpoint | None) -> None:
+        if self._connected_once:
+            logger.info("binlog stream reconnected at {}; sweeping", position)
+        else:
+            logger.info("binlog stream connected at {}", position)
+        self._connected_once = True
+        self.request_sweep()
+
+    async def sweep(self, source: Source = Source.SWEEP) -> int:
+        """One sweep/poll: deliver every row in alarm that is not already in hand."""
+        started = self.intake.sweep_started()
+        rows = await self.database.call(queries.fetch_alarmed)
+        found = self.intake.on_sweep(rows, started, source)
+        self.sweeps += 1
+        if found and source is Source.SWEEP:
+            logger.info("sweep found {} alarm(s) the stream had not delivered", found)
+        return found
+
+    async def _sweep_loop(self) -> None:
+        interval = self.config.monitor.check_interval
+        backoff = Backoff(0.2, min(5.0, interval) if interval >= 0.2 else 0.2)
+        while not self._stopping:
+            try:
+                await asyncio.wait_for(self._sweep_wanted.wait(), timeout=interval)
+            except TimeoutError:
+                pass
+            self._sweep_wanted.clear()
+            if self._stopping:
+                return
+            try:
+                await self.sweep(Source.SWEEP)
+            except TransientError as exc:
+                delay = backoff.next()
+                logger.warning("sweep failed: {}; retrying in {:.1f} s", exc, delay)
+                await self._pause(delay)
+                self.request_sweep()
+                continue
+            backoff.reset()
+            if self.binlog is not None and self.binlog.connected and not self.ready.is_set():
+                self.ready.set()
+
+    async def _poll_loop(self) -> None:
+        interval = self.config.monitor.check_interval
+        backoff = Backoff(min(0.2, interval), max(min(5.0, interval), min(0.2, interval)))
+        failing = False
+        while not self._stopping:
+            try:
+                await self.sweep(Source.POLL)
+            except TransientError as exc:
+                delay = backoff.next()
+                if not failing:
+                    logger.warning("poll failed: {}; retrying", exc)
+                failing = True
+                await self._pause(delay)
+                continue
+            if failing:
+                logger.info("poll succeeded again")
+            failing = False
+            backoff.reset()
+            self.ready.set()
+            await self._pause(interval)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake at once when stop() is called."""
+        try:
+            await asyncio.wait_for(self._stop_event.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+
+    def stop(self) -> None:
+        """Stop intake: no new alarms after this returns (in-flight work is the caller's)."""
+        self._stopping = True
+        self._stop_event.set()
+        self._sweep_wanted.set()
+        if self.binlog is not None:
+            self.binlog.stop()

@@ -1,0 +1,86 @@
+"""Start-up check of the database server: can the binlog path be used, and if not, why.
+
+`mode = auto` uses the binlog when every requirement holds and otherwise polls with a
+WARNING naming what is missing; `mode = binlog` refuses to start (ServerNotSuitable) with
+the same list; `mode = poll` does not look.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import pymysql
+import pymysql.cursors
+from loguru import logger
+
+from reactor.errors import ServerNotSuitable
+
+REQUIRED = {
+    "log_bin": ("ON", "start the server with log_bin"),
+    "binlog_format": ("ROW", "set binlog_format=ROW"),
+    "binlog_row_image": ("FULL", "set binlog_row_image=FULL"),
+    "binlog_row_metadata": ("FULL", "set binlog_row_metadata=FULL"),
+}
+_REPLICATION = re.compile(r"\bREPLICATION (SLAVE|REPLICA)\b|\bALL PRIVILEGES ON \*\.\*", re.I)
+
+
+@dataclass
+class ServerReport:
+    version: str = ""
+    variables: dict[str, str] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def binlog_ok(self) -> bool:
+        return not self.missing
+
+
+def inspect_server(cur: pymysql.cursors.Cursor) -> ServerReport:
+    """Read the settings and grants the binlog source needs (blocking; run in a thread)."""
+    report = ServerReport()
+    cur.execute("SELECT VERSION()")
+    report.version = str(cur.fetchone()[0])
+    cur.execute(
+        "SHOW GLOBAL VARIABLES WHERE Variable_name IN "
+        "('log_bin','binlog_format','binlog_row_image','binlog_row_metadata')"
+    )
+    report.variables = {str(k).lower(): str(v).upper() for k, v in cur.fetchall()}
+    for name, (wanted, how) in REQUIRED.items():
+        have = report.variables.get(name)
+        if have is None:
+            report.missing.append(f"{name} is not supported by this server ({how})")
+        elif have != wanted:
+            report.missing.append(f"{name} is {have}, needs {wanted} ({how})")
+
+    cur.execute("SHOW GRANTS")
+    grants = " ".join(str(row[0]) for row in cur.fetchall())
+    if not _REPLICATION.search(grants):
+        report.missing.append(
+            "the account lacks REPLICATION SLAVE (GRANT REPLICATION SLAVE ON *.*)")
+    try:
+        cur.execute("SHOW MASTER STATUS")
+        cur.fetchall()
+    except pymysql.err.MySQLError as exc:
+        report.missing.append(
+            f"the account cannot read the binlog position ({exc.args[-1]}); "
+            "GRANT BINLOG MONITOR ON *.* (MariaDB) or REPLICATION CLIENT (MySQL)"
+        )
+    return report
+
+
+def choose_mode(configured: str, report: ServerReport | None) -> str:
+    """'binlog' or 'poll' for a configured mode of auto, binlog or poll.
+
+    Raises ServerNotSuitable when mode=binlog and the server does not allow it.
+    """
+    if configured == "poll":
+        return "poll"
+    assert report is not None
+    if report.binlog_ok:
+        return "binlog"
+    missing = "; ".join(report.missing)
+    if configured == "binlog":
+        raise ServerNotSuitable(f"[monitor] mode = binlog, but the server is not ready: {missing}")
+    logger.warning("binlog not usable, falling back to polling: {}", missing)
+    return "poll"

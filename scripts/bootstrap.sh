@@ -1,0 +1,32 @@
+#!/bin/sh
+# Install what the demo, the tests and the benchmarks need: Debian/Ubuntu packages
+# (MariaDB server and client, systemd, D-Bus, man), then a virtualenv in .venv with reactor.
+# Safe to run again: it installs only what is missing.
+set -eu
+cd "$(dirname "$0")/.."
+
+need=""
+have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
+for pkg in mariadb-server mariadb-client systemd dbus util-linux man-db groff-base python3-venv; do
+  have "$pkg" || need="$need $pkg"
+done
+if [ -n "$need" ]; then
+  echo "bootstrap: installing$need" >&2
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  # the packaged MariaDB service must not start: reactor starts its own throwaway servers
+  $SUDO apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $need >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+"$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
+  echo "bootstrap: reactor needs Python >= 3.11 ($PY is $("$PY" -V 2>&1))" >&2; exit 1; }
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.reactor-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "bootstrap: installing reactor and its test tools into .venv" >&2
+  .venv/bin/pip install -q --disable-pip-version-check -e ".[test,bench]"
+  touch "$stamp"
+fi

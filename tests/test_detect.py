@@ -1,0 +1,95 @@
+"""Detection and deduplication (pure; the clock is a counter, nothing sleeps)."""
+
+from __future__ import annotations
+
+from reactor.detect import AlarmTracker, is_alarm, is_clear
+from reactor.retry import Backoff
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        self.t += 1.0
+        return self.t
+
+
+def row(alarma: int, notes: str = "") -> dict[str, object]:
+    return {"process_id": 1, "alarma": alarma, "notes": notes}
+
+
+def test_what_is_an_alarm() -> None:
+    assert is_alarm(row(0), row(1))
+    assert is_alarm(None, row(1))  # INSERT in alarm
+    assert not is_alarm(row(1), row(1, "notes only"))
+    assert not is_alarm(row(1), row(0))
+    assert not is_alarm(None, row(0))
+    assert not is_alarm(row(0), None)  # DELETE
+    assert is_alarm({"alarma": 2}, row(1))  # any non-1 -> 1
+    assert is_clear(row(1), row(0)) and is_clear(row(1), None)
+    assert not is_clear(row(0), row(0))
+
+
+def tracker() -> AlarmTracker:
+    return AlarmTracker(Clock())
+
+
+def test_stream_then_sweep_delivers_once() -> None:
+    t = tracker()
+    assert t.stream_change(1, row(0), row(1))
+    started = t.now()
+    assert t.sweep([1], started) == []
+
+
+def test_sweep_then_late_stream_event_delivers_once() -> None:
+    """The sweep read the row before the stream delivered its change: no second alarm."""
+    t = tracker()
+    assert t.sweep([1], t.now()) == [1]
+    assert not t.stream_change(1, row(0), row(1))
+
+
+def test_a_change_during_the_sweep_query_is_left_to_the_stream() -> None:
+    """Sweep query starts, the alarm is cleared by the consumer (stream shows 1->0) before
+    the sweep's rows are processed: the stale row must not become a new alarm."""
+    t = tracker()
+    assert t.stream_change(1, row(0), row(1))
+    t.settle(1)
+    started = t.now()
+    t.stream_change(1, row(1), row(0))
+    assert t.sweep([1], started) == []
+
+
+def test_settled_alarm_still_set_is_retried_by_the_next_sweep() -> None:
+    """A cycle that failed leaves alarma=1: the next sweep delivers it again (as the bash
+    tool did on every poll), but not while the consumer still holds it."""
+    t = tracker()
+    assert t.stream_change(1, row(0), row(1))
+    assert t.sweep([1], t.now()) == []  # in hand
+    t.settle(1)
+    assert t.sweep([1], t.now()) == [1]
+    assert t.sweep([1], t.now()) == []
+
+
+def test_cleared_then_raised_again_is_a_new_alarm() -> None:
+    t = tracker()
+    assert t.stream_change(1, row(0), row(1))
+    assert not t.stream_change(1, row(1), row(0))
+    assert t.stream_change(1, row(0), row(1))
+
+
+def test_sweep_forgets_alarms_cleared_behind_the_streams_back() -> None:
+    """A row no longer in alarm (cleared while the stream was down) is forgotten, so its
+    next 0->1 is delivered."""
+    t = tracker()
+    assert t.stream_change(1, row(0), row(1))
+    assert t.sweep([], t.now()) == []
+    assert not t.is_active(1)
+    assert t.stream_change(1, row(0), row(1))
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    b = Backoff(0.1, 1.0)
+    assert [round(b.next(), 3) for _ in range(6)] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    b.reset()
+    assert b.next() == 0.1

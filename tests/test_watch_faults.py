@@ -1,0 +1,150 @@
+"""The binlog source when the server misbehaves: restarted, frozen, purged, unsuitable.
+Each test has a server of its own (`own_mariadb`)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from reactor.lab.mariadb import MariaDB
+from tests.conftest import Proc, start_mariadb, write_config
+from tests.test_watch import DB, alarm_of, sentinel, watch
+
+pytestmark = pytest.mark.mariadb
+
+
+def test_server_restarted_mid_stream(own_mariadb: MariaDB, tmp_path: Path,
+                                     procs: list[Proc]) -> None:
+    """A clean restart of the server: the stream reconnects by itself, resumes from its last
+    transaction boundary, and an alarm set right after the restart is delivered once."""
+    db = own_mariadb
+    p = watch(procs, write_config(tmp_path / "c.ini", db))
+    db.execute("UPDATE STATUS_PROCESS SET alarma = 1 WHERE process_id = 1", database=DB)
+    assert alarm_of(p.line())["process_id"] == 1
+    db.restart()
+    db.execute("UPDATE STATUS_PROCESS SET alarma = 1 WHERE process_id = 2", database=DB)
+    got = alarm_of(p.line(timeout=20))
+    assert (got["process_id"], got["source"]) == (2, "binlog")
+    p.wait_stderr("binlog stream lost")
+    p.wait_stderr("binlog stream reconnected")
+    sentinel(db, p, 3)
+    assert p.lines_for(0.3) == []
+
+
+def test_server_killed_and_back_after_a_while(own_mariadb: MariaDB, tmp_path: Path,
+                                              procs: list[Proc]) -> None:
+    """A crashed server (SIGKILL) that stays down for a few reconnect attempts."""
+    db = own_mariadb
+    p = watch(procs, write_config(tmp_path / "c.ini", db))
+    db.kill()
+    p.wait_stderr("binlog stream lost")
+    time.sleep(1.5)  # several failed reconnects, each logged with its backoff delay
+    db.start()
+    p.wait_stderr("binlog stream reconnected", timeout=20)
+    sentinel(db, p, 2)
+
+
+def test_frozen_server_is_noticed_by_the_heartbeat(own_mariadb: MariaDB, tmp_path: Path,
+                                                   procs: list[Proc]) -> None:
+    """SIGSTOP: the TCP connection stays open but no heartbeat comes; the read timeout
+    (2.5 heartbeats) declares the stream dead. After SIGCONT it recovers by itself."""
+    db = own_mariadb
+    p = watch(procs, write_config(tmp_path / "c.ini", db, {"database": {"heartbeat": 0.4}}))
+    db.freeze()
+    try:
+        p.wait_stderr("binlog stream lost", timeout=10)
+    finally:
+        db.thaw()
+    p.wait_stderr("binlog stream reconnected", timeout=20)
+    sentinel(db, p, 3)
+
+
+def test_purged_checkpoint_restarts_from_current_position_and_sweeps(
+        own_mariadb: MariaDB, tmp_path: Path, procs: list[Proc]) -> None:
+    """Error 1236: the saved position's file was purged while the watcher was stopped.
+    ERROR line, restart from the current position, and the sweep finds the alarm."""
+    db = own_mariadb
+    config = write_config(tmp_path / "c.ini", db)
+    state = tmp_path / "state.json"
+    p = watch(procs, config, "--state-file", str(state))
+    assert p.stop() == 0
+    db.execute("UPDATE STATUS_PROCESS SET alarma = 1 WHERE process_id = 2", database=DB)
+    db.execute("FLUSH BINARY LOGS")
+    current = db.execute("SHOW MASTER STATUS")[0][0]
+    deadline = time.monotonic() + 10
+    while len(db.execute("SHOW BINARY LOGS")) > 1:  # InnoDB may hold the old file a moment
+        assert time.monotonic() < deadline, "the server kept the old binlog file"
+        db.execute(f"PURGE BINARY LOGS TO '{current}'")
+        time.sleep(0.1)
+    assert json.loads(state.read_text())["binlog"]["file"] != current
+    p2 = watch(procs, config, "--state-file", str(state))
+    p2.wait_stderr(r"ERROR .*binlog position .* is gone")
+    got = alarm_of(p2.line())
+    assert (got["process_id"], got["source"]) == (2, "sweep")
+    sentinel(db, p2, 3)
+
+
+def test_auto_mode_falls_back_to_polling_without_row_metadata(tmp_path: Path,
+                                                              procs: list[Proc]) -> None:
+    """MariaDB 10.11 defaults (MIXED, no row metadata): auto polls, saying what is missing;
+    the poller still finds alarms set by a client."""
+    db = start_mariadb(tmp_path / "db", binlog_args=("--log-bin=binlog",))
+    try:
+        db.setup_reactor_schema()
+        config = write_config(tmp_path / "c.ini", db, {"monitor": {"check_interval": 0.2}})
+        p = watch(procs, config)
+        warning = p.wait_stderr(r"WARNING .*binlog not usable, falling back to polling").string
+        assert "binlog_format is MIXED, needs ROW" in warning
+        assert "binlog_row_metadata is NO_LOG, needs FULL" in warning
+        db.execute("UPDATE STATUS_PROCESS SET alarma = 1 WHERE process_id = 3", database=DB)
+        got = alarm_of(p.line())
+        assert (got["process_id"], got["source"]) == (3, "poll")
+        assert p.lines_for(0.5) == []  # later polls do not repeat it
+    finally:
+        db.cleanup()
+
+
+def test_binlog_mode_refuses_an_unsuitable_server(tmp_path: Path) -> None:
+    """mode = binlog on a server without the binlog: exit 4 and one line naming it."""
+    db = start_mariadb(tmp_path / "db", binlog_args=())
+    try:
+        db.setup_reactor_schema()
+        config = write_config(tmp_path / "c.ini", db, {"monitor": {"mode": "binlog"}})
+        p = Proc(["watch", "--config", str(config)])
+        assert p.proc.wait(20) == 4
+        lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1, lines
+        assert "mode = binlog" in lines[0] and "log_bin is OFF, needs ON" in lines[0]
+    finally:
+        db.cleanup()
+
+
+def test_account_without_replication_grant_polls(own_mariadb: MariaDB, tmp_path: Path,
+                                                 procs: list[Proc]) -> None:
+    """A suitable server but an account that may not read the binlog: auto polls and the
+    warning names the missing grant."""
+    db = own_mariadb
+    db.execute("REVOKE REPLICATION SLAVE ON *.* FROM 'reactor'@'localhost'")
+    config = write_config(tmp_path / "c.ini", db, {"monitor": {"check_interval": 0.2}})
+    p = watch(procs, config)
+    assert "lacks REPLICATION SLAVE" in p.wait_stderr("falling back to polling").string
+    db.execute("UPDATE STATUS_PROCESS SET alarma = 1 WHERE process_id = 1", database=DB)
+    assert alarm_of(p.line())["source"] == "poll"
+
+
+def test_poll_mode_survives_a_database_restart(own_mariadb: MariaDB, tmp_path: Path,
+                                               procs: list[Proc]) -> None:
+    """mode = poll: a failed poll is logged once, polling resumes when the server is back."""
+    db = own_mariadb
+    config = write_config(tmp_path / "c.ini", db, {"monitor": {"mode": "poll",
+                                                               "check_interval": 0.1}})
+    p = watch(procs, config)
+    db.kill()
+    p.wait_stderr("poll failed")
+    db.start()
+    p.wait_stderr("poll succeeded again", timeout=20)
+    db.execute("UPDATE STATUS_PROCESS SET alarma = 1 WHERE process_id = 4", database=DB)
+    assert alarm_of(p.line())["process_id"] == 4
