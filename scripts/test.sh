@@ -5,6 +5,6 @@
 set -eu
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
-.venv/bin/ruff check reactor tests benchmarks
+.venv/bin/ruff check .
 .venv/bin/mypy
 exec .venv/bin/pytest "$@"
