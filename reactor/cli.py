@@ -127,6 +127,29 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return asyncio.run(_watch(config, args))
 
 
+# ------------------------------------------------------------------ run
+
+
+async def _run(config: Config) -> int:
+    from reactor.daemon import Daemon
+
+    daemon = Daemon(config)
+    undo = install_stop_handlers(daemon.stop)
+    try:
+        return await daemon.serve()
+    finally:
+        undo()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    path = _config_path(args)
+    config = _load(args)
+    logs.setup(config.logging, secrets=[config.database.password])
+    for warning in permission_warnings(path, config):
+        logger.warning(warning)
+    return asyncio.run(_run(config))
+
+
 # ------------------------------------------------------------------ main
 
 
@@ -146,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=fn)
         return p
 
+    add("run", cmd_run, "the daemon: restart a process's unit when its alarm is set")
     add("check-config", cmd_check_config, "validate a config file; one line per problem")
     w = add("watch", cmd_watch, "print one JSON line per alarm as it is detected (acts on nothing)")
     w.add_argument("--state-file", metavar="PATH",

@@ -8,6 +8,7 @@ ReactorError                    base of everything the reactor raises on purpose
 │   ├── DatabaseUnavailable     the database refused, dropped or timed out a connection or query
 │   ├── BusUnavailable          the D-Bus connection is lost or cannot be opened
 │   └── CallTimeout             a D-Bus call, command or probe did not answer in time
+│       └── JobTimeout          a systemd job (restart, start) did not finish in time
 └── PermanentError              retrying the same thing will fail the same way
     ├── ServerNotSuitable       the server lacks a setting or grant the binlog source needs
     ├── BinlogPositionLost      the saved binlog position is purged or impossible (error 1236)
@@ -45,6 +46,10 @@ class BusUnavailable(TransientError):
 
 class CallTimeout(TransientError):
     """A D-Bus call, command or probe did not answer within its timeout."""
+
+
+class JobTimeout(CallTimeout):
+    """A systemd job (restart, start) did not finish within [systemd] job_timeout."""
 
 
 class PermanentError(ReactorError):

@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import pytest
 from reactor.lab import LabUnavailable
 from reactor.lab.mariadb import MariaDB
 from reactor.lab.proc import REPO, ReactorProcess
+from reactor.lab.sandbox import SystemdSandbox
 
 __all__ = ["REPO", "Proc"]
 
@@ -72,6 +74,7 @@ def db(mariadb: MariaDB) -> Iterator[MariaDB]:
 
 
 def reset_rows(server: MariaDB) -> None:
+    server.execute("DELETE FROM REACTOR_AUDIT", database="v_process_monitor")
     server.execute("DELETE FROM STATUS_PROCESS WHERE process_id > 4", database="v_process_monitor")
     server.execute("DELETE FROM PROCESE WHERE process_id > 4", database="v_process_monitor")
     server.execute("UPDATE STATUS_PROCESS SET alarma = 0, notes = NULL",
@@ -120,3 +123,30 @@ def mariadb_client() -> str:
     if path is None:
         unavailable("the stock mariadb client is not installed")
     return str(path)
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[SystemdSandbox]:
+    """A real systemd user manager in its own namespaces, shared by one test module; tests
+    use unit names of their own."""
+    base = Path(tempfile.mkdtemp(prefix="reactor-sbx-"))
+    try:
+        sbx = SystemdSandbox(base).start()
+    except LabUnavailable as exc:
+        unavailable(str(exc))
+    yield sbx
+    sbx.stop()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def wait_for(predicate: Any, timeout: float = 15.0, interval: float = 0.05,
+             what: str = "condition") -> Any:
+    """Poll predicate() until it returns something truthy; that value is returned."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)

@@ -1,92 +1,147 @@
-"""Live demo: a throwaway MariaDB, `reactor watch`, alarms set with the stock mariadb client.
+"""Live demo: a throwaway MariaDB, a sandboxed systemd with a few units, `reactor run`, and
+alarms set with the stock mariadb client. Shows each alarm -> restart -> cleared, timed.
 
-    scripts/demo.sh            (installs what it needs, then runs this)
+    scripts/demo.sh [--alarms N] [--settle SECONDS]
 
-Each alarm is set by running the `mariadb` command-line client, exactly as an operator
-would; the same client session reads the server clock right after the commit, and the
-latency shown is the reactor's detection time minus that commit time.
+Each alarm is set by running the `mariadb` command-line client, as an operator would; the
+same client session reads the server clock right after its commit. From that commit time:
+- restart: when the reactor sent RestartUnit (its audit row, REACTOR_AUDIT.at);
+- cleared: when a client polling the row every 0.5 ms first saw alarma=0 again.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 from reactor.lab.mariadb import MariaDB
 from reactor.lab.proc import ReactorProcess
+from reactor.lab.sandbox import SystemdSandbox
 
 DB = "v_process_monitor"
+UNITS = ("nginx", "apache2", "postfix", "cron")
 
 
 def say(text: str) -> None:
     print(f"\033[1m==> {text}\033[0m" if sys.stdout.isatty() else f"==> {text}", flush=True)
 
 
-def write_config(path: Path, db: MariaDB, settings: dict[str, object]) -> Path:
+def write_config(path: Path, db: MariaDB, sbx: SystemdSandbox, password: str,
+                 settle: float) -> Path:
     path.write_text(
         "[database]\nhost = 127.0.0.1\n"
-        f"port = {db.port}\nuser = {settings['user']}\npassword = {settings['password']}\n"
-        f"database = {DB}\nserver_id = 4242\nheartbeat = 1\n\n"
-        "[monitor]\nmode = binlog\ncheck_interval = 300\n"
-        f"state_file = {path.parent / 'state.json'}\n\n"
-        "[logging]\nlog_file =\n"
+        f"port = {db.port}\nuser = reactor\npassword = {password}\n"
+        f"database = {DB}\nserver_id = 4242\n\n"
+        f"[monitor]\nmode = binlog\ncheck_interval = 300\n"
+        f"state_file = {path.parent / 'state.json'}\ndenied_units = reactor.service\n\n"
+        f"[systemd]\nbus = {sbx.address}\n\n"
+        f"[logging]\nlog_file = {path.parent / 'reactor.log'}\n\n"
+        f"[process.default]\nsettle_time = {settle}\nhealth_check_timeout = 5\n"
     )
     path.chmod(0o600)
     return path
 
 
-def set_alarm_with_client(db: MariaDB, pid: int) -> float:
-    """UPDATE through the stock client; returns the server's clock right after the commit."""
+def commit_with_client(db: MariaDB, pid: int) -> float:
+    """Set the alarm with the stock client; the server's clock right after the commit."""
     done = db.client("-N", "-e", f"UPDATE {DB}.STATUS_PROCESS SET alarma = 1 "
                      f"WHERE process_id = {pid}; SELECT UNIX_TIMESTAMP(NOW(6))")
     return float(done.stdout.split()[-1])
 
 
+def wait_cleared(cur: Any, pid: int, timeout: float = 10.0) -> float:
+    """Poll the row on an open connection until alarma is 0; when that was first seen."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        cur.execute("SELECT alarma FROM STATUS_PROCESS WHERE process_id = %s", (pid,))
+        if cur.fetchone()[0] == 0:
+            return time.time()
+        time.sleep(0.0005)
+    raise RuntimeError(f"alarm of process {pid} not cleared within {timeout} s")
+
+
+def issued_at(db: MariaDB, pid: int, after: float) -> float:
+    rows = db.execute("SELECT UNIX_TIMESTAMP(at) FROM REACTOR_AUDIT WHERE process_id = %s "
+                      "AND step = 'restart_issued' ORDER BY id DESC LIMIT 1", (pid,),
+                      database=DB)
+    value = float(rows[0][0]) if rows else 0.0
+    if value < after - 1:
+        raise RuntimeError(f"no restart_issued audit row for process {pid}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--alarms", type=int, default=20, help="alarms to set (default 20)")
+    parser.add_argument("--alarms", type=int, default=20, help="alarms to time (default 20)")
+    parser.add_argument("--settle", type=float, default=0.0,
+                        help="health policy: seconds a unit must stay active (default 0)")
     args = parser.parse_args(argv)
 
     base = Path(tempfile.mkdtemp(prefix="reactor-demo-"))
-    say(f"starting a throwaway MariaDB in {base} (127.0.0.1, binlog ROW/FULL)")
+    say(f"throwaway MariaDB in {base}/db (127.0.0.1 only, binlog ROW/FULL)")
     db = MariaDB(base / "db").start()
-    watcher: ReactorProcess | None = None
+    say("sandboxed systemd (own cgroup, PID and mount namespaces) with units "
+        + ", ".join(f"{u}.service" for u in UNITS))
+    sbx = SystemdSandbox(base / "systemd").start()
+    reactor: ReactorProcess | None = None
     try:
-        settings = db.setup_reactor_schema()
-        config = write_config(base / "config.ini", db, settings)
-        say(f"port {db.port}; schema from sql/setup.sql, account from sql/grants.sql")
-        say(f"reactor watch --config {config}")
-        watcher = ReactorProcess(["watch", "--config", str(config)], echo_stderr=True)
-        watcher.wait_stderr("watching for alarms")
+        db.setup_reactor_schema(password="demo-pw")
+        for unit in UNITS:
+            sbx.write_unit(f"{unit}.service", f"[Unit]\nDescription=demo {unit}\n[Service]\n"
+                           "ExecStart=/bin/sleep infinity\n", reload=False)
+        sbx.reload()
+        for unit in UNITS:
+            sbx.manager("StartUnit", "ss", f"{unit}.service", "replace")
+        config = write_config(base / "config.ini", db, sbx, "demo-pw", args.settle)
+        say(f"reactor run --config {config}")
+        reactor = ReactorProcess(["run", "--config", str(config)], echo_stderr=True)
+        reactor.wait_stderr("ready: mode=")
 
-        latencies = []
+        to_restart, to_clear = [], []
+        poller = db.connect(DB)
+        cur = poller.cursor()
         for i in range(args.alarms):
-            pid = 1 + i % 4
-            committed = set_alarm_with_client(db, pid)
-            alarm = json.loads(watcher.line())
-            ms = (alarm["detected_at"] - committed) * 1000
-            latencies.append(ms)
-            if i < 4:
+            pid = 1 + i % len(UNITS)
+            unit = f"{UNITS[pid - 1]}.service"
+            before = sbx.unit_property(unit, "ExecMainStartTimestamp", "Service")
+            committed = commit_with_client(db, pid)
+            cleared = wait_cleared(cur, pid)
+            restart = issued_at(db, pid, committed)
+            to_restart.append((restart - committed) * 1000)
+            to_clear.append((cleared - committed) * 1000)
+            if i < len(UNITS):
+                after = sbx.unit_property(unit, "ExecMainStartTimestamp", "Service")
+                note = db.execute("SELECT notes FROM STATUS_PROCESS WHERE process_id = %s",
+                                  (pid,), database=DB)[0][0]
                 say(f"mariadb -e \"UPDATE STATUS_PROCESS SET alarma=1 WHERE process_id={pid}\"")
-                print(f"    reactor watch printed: {json.dumps(alarm)}")
-                print(f"    commit -> detected: {ms:.2f} ms", flush=True)
-            db.execute("UPDATE STATUS_PROCESS SET alarma = 0 WHERE process_id = %s", (pid,),
-                       database=DB)
-        latencies.sort()
-        say(f"{len(latencies)} alarms set with the mariadb client, each seen once by the "
-            f"binlog stream: median {statistics.median(latencies):.2f} ms, "
-            f"worst {latencies[-1]:.2f} ms (the bash tool it replaces polled every 300 s)")
+                print(f"    RestartUnit {unit} sent {to_restart[-1]:6.2f} ms after the commit",
+                      flush=True)
+                print(f"    alarma=0 seen by a client {to_clear[-1]:6.2f} ms after the commit;"
+                      f" notes: {note!r}", flush=True)
+                print(f"    {unit} ExecMainStartTimestamp {before} -> {after}", flush=True)
+            time.sleep(0.05)
+        poller.close()
+        say(f"{args.alarms} alarms (settle_time={args.settle:g} s): commit -> RestartUnit "
+            f"median {statistics.median(to_restart):.2f} ms, worst {max(to_restart):.2f} ms; "
+            f"commit -> alarma=0 median {statistics.median(to_clear):.2f} ms, "
+            f"worst {max(to_clear):.2f} ms")
+        rows = db.execute("SELECT step, COUNT(*) FROM REACTOR_AUDIT GROUP BY step ORDER BY 2 DESC",
+                          database=DB)
+        say("REACTOR_AUDIT: " + ", ".join(f"{s} x{n}" for s, n in rows))
+        say("the bash tool this replaces polled every 300 s: its median wait was 150 s")
         return 0
     finally:
-        if watcher is not None:
-            watcher.stop()
+        if reactor is not None:
+            reactor.stop()
+        sbx.stop()
         db.cleanup()
-        say("stopped the reactor and removed the throwaway MariaDB")
+        say("stopped the reactor, the sandboxed systemd and the throwaway MariaDB")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,121 @@
+"""`reactor run`: who owns what, start-up order, readiness, and an orderly stop.
+
+    start:    config -> logging -> state file -> database check (mode) -> D-Bus
+    run:      one TaskGroup owns the pipeline, the audit writer, the sources (monitor)
+              and the heartbeat (watchdog pings + STATUS=); READY=1 once the first sweep
+              after the source connected is done and the bus is connected
+    stop:     SIGTERM/SIGINT -> stop intake -> drain in-flight cycles (shutdown_timeout)
+              -> flush audit rows -> save the checkpoint -> close database and bus
+
+Lifecycle lines are fixed strings (tests and operators grep for them):
+    "reactor {version} starting", "ready: ...", "stopping: intake closed",
+    "stopped: {n} cycle(s) run, {m} cancelled"
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from loguru import logger
+
+from reactor import __version__
+from reactor.config import Config
+from reactor.db import Database
+from reactor.events import Alarm
+from reactor.intake import Intake
+from reactor.monitor import Monitor
+from reactor.notify import Notifier
+from reactor.pipeline import Pipeline
+from reactor.state import StateFile
+from reactor.store import Store
+from reactor.systemd import Systemd
+
+STATUS_INTERVAL = 5.0  # seconds between STATUS= updates when there is no watchdog
+
+
+class Daemon:
+    def __init__(self, config: Config, notifier: Notifier | None = None) -> None:
+        self.config = config
+        self.notifier = notifier or Notifier()
+        self.state = StateFile(config.monitor.state_file)
+        self.database = Database(config.database)
+        self.systemd = Systemd(config.systemd)
+        self.store = Store(self.database)
+        self.intake = Intake(self._submit, self.database)
+        self.pipeline = Pipeline(
+            config, self.systemd, self.store, self.state,
+            settle=self.intake.settle, is_active=self.intake.tracker.is_active,
+        )
+        self.monitor = Monitor(config, self.database, self.state, self.intake)
+        self._stop = asyncio.Event()
+        self.started_at = time.monotonic()
+
+    def _submit(self, alarm: Alarm) -> None:
+        self.pipeline.submit(alarm)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def status_line(self) -> str:
+        c = self.pipeline.counters
+        where = f" at {self.monitor.position}" if self.monitor.position else ""
+        return (f"mode={self.monitor.mode}{where}; alarms={self.intake.delivered} "
+                f"restarted={c.restarted} failed={c.failed} refused={c.refused} "
+                f"in_flight={self.pipeline.in_flight}")
+
+    async def serve(self) -> int:
+        """Run until stop(). Raises the start-up errors (database, server, bus) to the CLI."""
+        logger.info("reactor {} starting (config {})", __version__, self.config.path)
+        try:
+            mode = await self.monitor.choose_mode()
+            await self.systemd.connect()
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.pipeline.run(), name="pipeline")
+                tg.create_task(self.store.run(), name="audit")
+                source = tg.create_task(self.monitor.run(), name="sources")
+                beat = tg.create_task(self._heartbeat(), name="heartbeat")
+                await self._until_ready(source)
+                if self.monitor.ready.is_set():
+                    logger.info("ready: mode={} bus={} position={}", mode,
+                                self.systemd.describe(), self.monitor.position or "-")
+                    self.notifier.ready(self.status_line())
+                await self._stop.wait()
+                logger.info("stopping: intake closed")
+                self.notifier.stopping("stopping: finishing in-flight restarts")
+                self.monitor.stop()
+                await source
+                self.pipeline.close()
+                self.store.stop()
+                beat.cancel()
+            await self.store.flush()
+            logger.info("stopped: {} cycle(s) run, {} cancelled", self.pipeline.counters.cycles,
+                        self.pipeline.cancelled)
+            return 0
+        finally:
+            self.monitor.stop()
+            await self.systemd.close()
+            self.database.close()
+
+    async def _until_ready(self, source: asyncio.Task[None]) -> None:
+        ready = asyncio.ensure_future(self.monitor.ready.wait())
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({ready, stop, source}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+            stop.cancel()
+
+    async def _heartbeat(self) -> None:
+        """Watchdog pings and STATUS= from the event loop itself: a stalled loop stops them,
+        and systemd restarts the service."""
+        interval = self.notifier.watchdog_interval or STATUS_INTERVAL
+        last_status = 0.0
+        while True:
+            if self.notifier.watchdog_interval:
+                self.notifier.watchdog()
+            now = time.monotonic()
+            if now - last_status >= STATUS_INTERVAL and self.monitor.ready.is_set():
+                self.notifier.status(self.status_line())
+                last_status = now
+            await asyncio.sleep(interval)

@@ -1,0 +1,313 @@
+"""handle(alarm): the seed's workflow, one cycle per alarm, over D-Bus.
+
+    resolve name -> breaker -> pre_restart_command -> restart (x max_attempts, with delay)
+                 -> health -> clear alarm + note -> breaker update; an audit row per step
+
+Per process, one cycle is in flight: alarms that arrive before the restart was issued
+coalesce into it; one that arrives after earns exactly one more cycle (and the alarm is
+cleared only by the last). Restart actions share a semaphore of
+`max_concurrent_restarts`; waits (delays, health checks) hold nothing, so a slow or
+failing process never delays another.
+
+Outcomes: success clears the alarm (if still set) with a note; failure leaves it set, with
+a note saying why, and lets a later sweep retry it; a refusal (unknown id, bad or denied
+name) is noted and not retried until the row changes; an open breaker is noted and a trial
+is scheduled for when it half-opens.
+
+Error handling: a cycle never raises; an unexpected exception in one cycle is logged with
+its traceback and that process's alarm stays set. Cancellation (shutdown) propagates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from loguru import logger
+
+from reactor import commands, health
+from reactor import restart as restarts
+from reactor.breaker import Breaker, Event, State, transition
+from reactor.config import Config
+from reactor.errors import CallTimeout, Refused
+from reactor.events import Alarm
+from reactor.state import StateFile
+from reactor.store import AuditRow, Store
+from reactor.systemd import Systemd
+from reactor.units import Target, resolve
+
+
+def hhmmss(t: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(t))
+
+
+@dataclass
+class Slot:
+    """One process's cycle in flight."""
+
+    alarm: Alarm
+    issued: bool = False  # the restart of the current cycle has been issued
+    again: Alarm | None = None  # an alarm raised after that: one more cycle
+    coalesced: int = 0
+
+
+@dataclass
+class Counters:
+    cycles: int = 0
+    restarted: int = 0
+    failed: int = 0
+    refused: int = 0
+    skipped: int = 0
+    coalesced: int = 0
+    last: dict[str, float] = field(default_factory=dict)
+
+
+class Pipeline:
+    def __init__(self, config: Config, systemd: Systemd, store: Store, state: StateFile, *,
+                 settle: Callable[[int], None], is_active: Callable[[int], bool],
+                 resubmit: Callable[[Alarm], None] | None = None) -> None:
+        self.config = config
+        self.systemd = systemd
+        self.store = store
+        self.state = state
+        self.settle = settle
+        self.is_active = is_active
+        self.resubmit = resubmit or self.submit
+        self.counters = Counters()
+        self.breakers = {k: Breaker.from_json(v) for k, v in state.breakers().items()}
+        self._slots: dict[int, Slot] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._trials: dict[int, asyncio.TimerHandle] = {}
+        self._sem = asyncio.Semaphore(config.monitor.max_concurrent_restarts)
+        self._ids = itertools.count(time.time_ns() // 1000)
+        self._tg: asyncio.TaskGroup | None = None
+        self._closing = asyncio.Event()
+        self.cancelled = 0
+
+    # ------------------------------------------------------------------ intake
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._slots)
+
+    def submit(self, alarm: Alarm) -> None:
+        """Called for every delivered alarm (synchronously, in the event loop)."""
+        if self._tg is None or self._closing.is_set():
+            logger.warning("alarm for process {} arrived while stopping; it stays set",
+                           alarm.process_id)
+            return
+        slot = self._slots.get(alarm.process_id)
+        if slot is not None:
+            if slot.issued:
+                slot.again = alarm
+            else:
+                slot.coalesced += 1
+                self.counters.coalesced += 1
+            return
+        slot = Slot(alarm)
+        self._slots[alarm.process_id] = slot
+        task = self._tg.create_task(self._run_slot(slot), name=f"cycle-{alarm.process_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def run(self) -> None:
+        """Own the cycles until close(); then let them finish within the shutdown timeout
+        and cancel the rest."""
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            await self._closing.wait()
+            for handle in self._trials.values():
+                handle.cancel()
+            tasks = set(self._tasks)
+            if not tasks:
+                return
+            timeout = self.config.monitor.shutdown_timeout
+            logger.info("waiting up to {:g} s for {} cycle(s) in flight", timeout, len(tasks))
+            _, pending = await asyncio.wait(tasks, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            self.cancelled = len(pending)
+            if pending:
+                logger.warning("cancelled {} cycle(s) still in flight; their alarms stay set "
+                               "and are handled at the next start", len(pending))
+
+    def close(self) -> None:
+        self._closing.set()
+
+    # ------------------------------------------------------------------ one process
+
+    async def _run_slot(self, slot: Slot) -> None:
+        pid = slot.alarm.process_id
+        try:
+            alarm: Alarm | None = slot.alarm
+            while alarm is not None:
+                await self._cycle(alarm, slot)
+                alarm, slot.again, slot.issued = slot.again, None, False
+        except Exception:  # a bug in one cycle must not stop the others
+            logger.exception("cycle for process {} failed unexpectedly; its alarm stays set",
+                             pid)
+        finally:
+            self._slots.pop(pid, None)
+
+    async def _cycle(self, alarm: Alarm, slot: Slot) -> None:
+        pid = alarm.process_id
+        cycle = next(self._ids)
+        self.counters.cycles += 1
+        log = logger.bind(process=alarm.process_name or pid)
+
+        def step(name: str, detail: str = "", unit: str | None = None,
+                 at: float | None = None) -> None:
+            if at is None:
+                at, latency = time.time(), (time.monotonic() - alarm.detected_mono) * 1000
+            else:
+                latency = (at - alarm.detected_at) * 1000
+            self.store.audit(AuditRow(
+                at=at, cycle=cycle, process_id=pid, process_name=alarm.process_name, unit=unit,
+                step=name, source=alarm.source.value, latency_ms=latency, detail=detail))
+
+        step("detected", alarm.position or "", at=alarm.detected_at)
+        try:
+            target = resolve(self.config, alarm.process_name, pid)
+        except Refused as exc:
+            self.counters.refused += 1
+            log.warning("alarm refused: {}", exc)
+            step("refused", str(exc))
+            await self.store.note(pid, f"refused {hhmmss(time.time())}: {exc}")
+            return
+        unit = target.unit
+        log = log.bind(unit=unit)
+
+        if not await self._breaker_allows(target, alarm, step):
+            return
+
+        ok, reason, method = await self._attempts(target, slot, step)
+        elapsed_ms = (time.monotonic() - alarm.detected_mono) * 1000
+        now = time.time()
+        if ok:
+            self.counters.restarted += 1
+            note = f"restarted {hhmmss(now)} in {elapsed_ms:.0f} ms ({method})"
+            if slot.again is not None:
+                await self.store.note(pid, note + "; raised again")
+                step("not_cleared", "raised again after the restart: one more cycle", unit)
+            elif await self.store.clear(pid, note):
+                step("cleared", note, unit)
+            else:
+                step("not_cleared", "alarm no longer set", unit)
+            log.info("restarted {} in {:.1f} ms ({})", unit, elapsed_ms, method)
+            await self._breaker_result(target, True, step)
+        else:
+            self.counters.failed += 1
+            log.error("restart of {} failed: {}", unit, reason)
+            await self.store.note(pid, f"restart failed {hhmmss(now)}: {reason}")
+            await self._breaker_result(target, False, step)
+        self.counters.last[target.name] = now
+        self.settle(pid)
+
+    async def _attempts(self, target: Target, slot: Slot,
+                        step: Callable[..., None]) -> tuple[bool, str, str]:
+        """pre_restart_command, then up to max_attempts restarts with health checks."""
+        s = target.settings
+        unit = target.unit
+        if s.pre_restart_command:
+            try:
+                result = await commands.run(s.pre_restart_command, target.name,
+                                            s.command_timeout)
+                failed = None if result.ok else result.summary()
+            except CallTimeout as exc:
+                failed = str(exc)
+            if failed:
+                step("pre_restart_failed", failed, unit)
+                return False, f"pre-restart: {failed}", ""
+            step("pre_restart_ok", result.summary(), unit)
+
+        delay = s.restart_delay
+        reason = ""
+        for n in range(1, s.max_attempts + 1):
+            def issued(n: int = n) -> None:
+                slot.issued = True
+                step("restart_issued", f"attempt {n}/{s.max_attempts}", unit)
+
+            async with self._sem:
+                attempt = await restarts.restart(target, self.systemd, issued)
+            if attempt.ok:
+                step("restarted", f"{attempt.method}: {attempt.detail}", unit)
+                verdict = await health.check(target, self.systemd, via_unit=attempt.via_unit)
+                if verdict.ok:
+                    step("health_ok", f"after {verdict.elapsed_ms:.0f} ms", unit)
+                    return True, "", attempt.method
+                reason = f"health: {verdict.detail}"
+                step("health_failed", verdict.detail, unit)
+            else:
+                reason = attempt.detail
+                step("restart_failed", f"{attempt.method}: {attempt.detail}", unit)
+            if n < s.max_attempts:
+                await asyncio.sleep(delay)
+                delay *= s.restart_backoff
+        return False, f"{reason} ({s.max_attempts} attempt(s))", ""
+
+    # ------------------------------------------------------------------ breaker
+
+    def _limits(self) -> dict[str, float]:
+        m = self.config.monitor
+        return {"max_failures": m.max_restart_failures, "reset_time": m.circuit_reset_time}
+
+    async def _save_breaker(self, name: str, b: Breaker) -> None:
+        self.breakers[name] = b
+        record = None if b == Breaker() else b.to_json()
+        try:
+            await asyncio.to_thread(self.state.set_breaker, name, record)
+        except OSError as exc:
+            logger.error("cannot save breaker state to {}: {}", self.state.path, exc)
+
+    async def _breaker_allows(self, target: Target, alarm: Alarm,
+                              step: Callable[..., None]) -> bool:
+        before = self.breakers.get(target.name, Breaker())
+        after = transition(before, Event.ALARM, time.time(), **self._limits())  # type: ignore[arg-type]
+        if after.state is State.OPEN:
+            self.counters.skipped += 1
+            until = hhmmss(after.until)
+            step("skipped", f"breaker open until {until}", target.unit)
+            await self.store.note(alarm.process_id,
+                                  f"breaker open until {until}: not restarted")
+            logger.bind(process=target.name).warning(
+                "breaker open for {} until {}: alarm recorded, not acted on", target.name, until)
+            self._schedule_trial(alarm, after.until)
+            return False
+        if after != before:
+            step("breaker_half_open", "trial cycle", target.unit)
+            await self._save_breaker(target.name, after)
+        return True
+
+    async def _breaker_result(self, target: Target, ok: bool, step: Callable[..., None]) -> None:
+        before = self.breakers.get(target.name, Breaker())
+        after = transition(before, Event.SUCCESS if ok else Event.FAILURE, time.time(),
+                           **self._limits())  # type: ignore[arg-type]
+        if after == before:
+            return
+        if after.state is State.OPEN:
+            step("breaker_open", f"after {after.failures} failed cycle(s), until "
+                                 f"{hhmmss(after.until)}", target.unit)
+            logger.bind(process=target.name).error(
+                "breaker opened for {} after {} failed cycle(s); next trial at {}",
+                target.name, after.failures, hhmmss(after.until))
+        elif before.state is not State.CLOSED and after.state is State.CLOSED:
+            step("breaker_closed", "trial succeeded", target.unit)
+            logger.bind(process=target.name).info("breaker closed for {}", target.name)
+        await self._save_breaker(target.name, after)
+
+    def _schedule_trial(self, alarm: Alarm, until: float) -> None:
+        """When the breaker half-opens, run the trial if the alarm is still set."""
+        pid = alarm.process_id
+        if pid in self._trials:
+            self._trials[pid].cancel()
+        loop = asyncio.get_running_loop()
+
+        def trial() -> None:
+            self._trials.pop(pid, None)
+            if self.is_active(pid) and pid not in self._slots:
+                self.resubmit(Alarm(pid, alarm.process_name, alarm.source))
+
+        self._trials[pid] = loop.call_later(max(0.0, until - time.time()) + 0.01, trial)

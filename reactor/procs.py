@@ -1,0 +1,148 @@
+"""The process strategy, for programs that are not systemd units: find them by name in
+/proc, SIGTERM, wait, SIGKILL the survivors, then run the configured start_command.
+
+A process matches NAME when its command name (comm, which the kernel cuts at 15
+characters) or the base name of its executable or argv[0] equals NAME. The reactor's own
+process and its parent are never matched. A PID is signalled only while its start time
+is the one seen when it was found (no PID reuse accidents).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from dataclasses import dataclass
+
+from reactor.commands import substitute
+from reactor.errors import UnitOperationFailed
+
+PROC = "/proc"
+START_CHECK = 0.3  # seconds a start_command may take to fail fast before it counts as started
+
+
+@dataclass(frozen=True, slots=True)
+class ProcRef:
+    pid: int
+    start_ticks: int  # field 22 of /proc/PID/stat: identifies this process, not just its PID
+
+
+def _stat_start(pid: int) -> int | None:
+    try:
+        with open(f"{PROC}/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    # comm may hold spaces and parentheses: the fields after the last ')' are fixed
+    fields = data[data.rfind(b")") + 2:].split()
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def _names(pid: int) -> set[str]:
+    names = set()
+    try:
+        with open(f"{PROC}/{pid}/comm", "rb") as f:
+            names.add(f.read().decode(errors="replace").strip())
+    except OSError:
+        return names
+    try:
+        with open(f"{PROC}/{pid}/cmdline", "rb") as f:
+            argv0 = f.read().split(b"\0", 1)[0].decode(errors="replace")
+        if argv0:
+            names.add(os.path.basename(argv0))
+    except OSError:
+        pass
+    try:
+        names.add(os.path.basename(os.readlink(f"{PROC}/{pid}/exe")))
+    except OSError:
+        pass
+    return names
+
+
+def find(name: str) -> list[ProcRef]:
+    """Processes running as NAME (see module docstring)."""
+    mine = {os.getpid(), os.getppid()}
+    found = []
+    for entry in os.listdir(PROC):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        if pid in mine:
+            continue
+        names = _names(pid)
+        if name in names or name[:15] in names:
+            start = _stat_start(pid)
+            if start is not None:
+                found.append(ProcRef(pid, start))
+    return found
+
+
+def _alive(ref: ProcRef) -> bool:
+    return _stat_start(ref.pid) == ref.start_ticks and not _zombie(ref.pid)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"{PROC}/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return True
+    return data[data.rfind(b")") + 2:][:1] in (b"Z", b"X")
+
+
+def _signal(ref: ProcRef, sig: int) -> None:
+    if _alive(ref):
+        try:
+            os.kill(ref.pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+async def stop(refs: list[ProcRef], grace: float) -> tuple[int, int]:
+    """SIGTERM, wait up to `grace` s, SIGKILL what is left. Returns (terminated, killed)."""
+    for ref in refs:
+        _signal(ref, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    # not our children: no event announces their exit, so look every 50 ms
+    while any(_alive(r) for r in refs) and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    left = [r for r in refs if _alive(r)]
+    for ref in left:
+        _signal(ref, signal.SIGKILL)
+    return len(refs) - len(left), len(left)
+
+
+_children: set[asyncio.Task[None]] = set()
+
+
+async def start(template: tuple[str, ...], name: str) -> None:
+    """Start the program with start_command (%s = name). It runs in a session of its own and
+    may stay in the foreground or fork; it fails only when it exits non-zero at once."""
+    if not template:
+        raise UnitOperationFailed(f"{name} is not a unit and has no start_command")
+    argv = substitute(template, name)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
+        )
+    except OSError as exc:
+        raise UnitOperationFailed(f"start_command {argv[0]}: {exc.strerror}") from exc
+    try:
+        status = await asyncio.wait_for(proc.wait(), START_CHECK)
+    except TimeoutError:
+        # still running: a foreground program. Reap it whenever it exits.
+        task = asyncio.get_running_loop().create_task(_reap(proc))
+        _children.add(task)
+        task.add_done_callback(_children.discard)
+        return
+    if status != 0:
+        raise UnitOperationFailed(f"start_command {os.path.basename(argv[0])} exited {status}")
+
+
+async def _reap(proc: asyncio.subprocess.Process) -> None:
+    await proc.wait()

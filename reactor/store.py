@@ -1,0 +1,148 @@
+"""What the reactor writes to the database: alarm outcomes and the audit trail.
+
+- clear(pid, note): alarma=0 and a note, only if the row is still in alarm;
+- note(pid, note): a note, alarma untouched (failure, refusal, open breaker);
+- audit(...): one REACTOR_AUDIT row per step, buffered and written in batches by `run()`
+  (its `at` is the time of the step, not of the write).
+
+Error handling: clear/note retry transient errors (database down) with a capped backoff
+for up to RECORD_RETRY_FOR seconds, then give up with an ERROR (the alarm stays set and a
+later sweep brings it back). Audit rows wait in memory while the database is down, up to
+AUDIT_BUFFER_MAX rows (then the oldest are dropped, with an ERROR).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import socket
+import time
+from dataclasses import dataclass
+
+import pymysql.cursors
+from loguru import logger
+
+from reactor.db import Database
+from reactor.errors import ReactorError, TransientError
+from reactor.retry import Backoff
+
+NOTE_MAX = 100  # STATUS_PROCESS.notes is VARCHAR(100)
+DETAIL_MAX = 255
+RECORD_RETRY_FOR = 30.0
+AUDIT_BUFFER_MAX = 100_000
+AUDIT_FLUSH_INTERVAL = 0.05
+HOST = socket.gethostname()[:64]
+
+CLEAR_SQL = ("UPDATE STATUS_PROCESS SET alarma = 0, notes = %s "
+             "WHERE process_id = %s AND alarma = 1")
+NOTE_SQL = "UPDATE STATUS_PROCESS SET notes = %s WHERE process_id = %s"
+AUDIT_SQL = ("INSERT INTO REACTOR_AUDIT (at, host, cycle, process_id, process_name, unit, step, "
+             "source, latency_ms, detail) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)")
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRow:
+    at: float  # wall clock of the step
+    cycle: int
+    process_id: int
+    process_name: str | None
+    unit: str | None
+    step: str
+    source: str
+    latency_ms: float | None  # since the alarm was detected
+    detail: str = ""
+
+    def params(self) -> tuple[object, ...]:
+        return (dt.datetime.fromtimestamp(self.at), HOST, self.cycle, self.process_id,
+                (self.process_name or "")[:100] or None, self.unit, self.step, self.source,
+                None if self.latency_ms is None else round(self.latency_ms, 3),
+                self.detail[:DETAIL_MAX])
+
+
+def _clear(cur: pymysql.cursors.Cursor, pid: int, note: str) -> bool:
+    return bool(cur.execute(CLEAR_SQL, (note[:NOTE_MAX], pid)))
+
+
+def _note(cur: pymysql.cursors.Cursor, pid: int, note: str) -> bool:
+    cur.execute(NOTE_SQL, (note[:NOTE_MAX], pid))
+    return True
+
+
+def _insert_audit(cur: pymysql.cursors.Cursor, rows: list[tuple[object, ...]]) -> None:
+    cur.executemany(AUDIT_SQL, rows)
+
+
+class Store:
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self._rows: list[AuditRow] = []
+        self._pending = asyncio.Event()
+        self._stopping = False
+        self.audit_written = 0
+
+    async def _record(self, fn: object, pid: int, note: str, what: str) -> bool:
+        backoff = Backoff(0.1, 2.0)
+        deadline = time.monotonic() + RECORD_RETRY_FOR
+        while True:
+            try:
+                return bool(await self.database.call(fn, pid, note))  # type: ignore[arg-type]
+            except TransientError as exc:
+                if time.monotonic() >= deadline or self._stopping:
+                    logger.error("could not {} for process {} ({}); the alarm stays set and "
+                                 "a later sweep brings it back", what, pid, exc)
+                    return False
+                delay = backoff.next()
+                logger.warning("cannot {} for process {} yet ({}); retrying in {:.1f} s",
+                               what, pid, exc, delay)
+                await asyncio.sleep(delay)
+
+    async def clear(self, pid: int, note: str) -> bool:
+        """alarma=0 + note when still in alarm; False when it was not (or not recorded)."""
+        return await self._record(_clear, pid, note, "clear the alarm")
+
+    async def note(self, pid: int, note: str) -> bool:
+        return await self._record(_note, pid, note, "write the note")
+
+    def audit(self, row: AuditRow) -> None:
+        self._rows.append(row)
+        if len(self._rows) > AUDIT_BUFFER_MAX:
+            dropped = len(self._rows) - AUDIT_BUFFER_MAX
+            del self._rows[:dropped]
+            logger.error("audit buffer full while the database is unavailable: dropped {} "
+                         "oldest row(s)", dropped)
+        self._pending.set()
+
+    async def flush(self) -> bool:
+        """Write every buffered audit row; False (rows kept) when the database is down."""
+        if not self._rows:
+            return True
+        rows, self._rows = self._rows, []
+        try:
+            await self.database.call(_insert_audit, [r.params() for r in rows])
+        except TransientError as exc:
+            self._rows[:0] = rows
+            logger.warning("audit rows not written yet ({}): {} waiting", exc, len(self._rows))
+            return False
+        except ReactorError as exc:  # refused: table or grant missing; retrying cannot help
+            logger.error("{} audit row(s) dropped: {} (see sql/setup.sql, sql/grants.sql)",
+                         len(rows), exc)
+            return True
+        self.audit_written += len(rows)
+        return True
+
+    async def run(self) -> None:
+        """Write audit rows in batches until stop(); a final flush is the caller's."""
+        backoff = Backoff(0.2, 5.0)
+        while not self._stopping:
+            await self._pending.wait()
+            self._pending.clear()
+            await asyncio.sleep(AUDIT_FLUSH_INTERVAL)
+            if await self.flush():
+                backoff.reset()
+            else:
+                await asyncio.sleep(backoff.next())
+                self._pending.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._pending.set()

@@ -1,0 +1,300 @@
+"""systemd over D-Bus (dbus-fast, low-level messages: no introspection round trips).
+
+    await sd.connect()                    AddMatch(JobRemoved) + Manager.Subscribe()
+    result = await sd.restart(unit)       RestartUnit, then the job's JobRemoved result
+    state = await sd.unit_state(unit)     ActiveState, SubState, MainPID, NRestarts, ...
+
+Jobs: the JobRemoved signal can arrive before RestartUnit's reply, so results are kept by
+job path from either side; signals for jobs that are not ours are dropped. The message
+handler never returns a truthy value (that would swallow method replies).
+
+Error handling: every call runs under `[systemd] call_timeout` and every job wait under
+`job_timeout`. D-Bus errors are mapped here: NoSuchUnit -> NoSuchUnit (permanent); other
+refusals (masked, access denied, bad setting) -> UnitOperationFailed (permanent); a
+timeout -> CallTimeout and a lost or unopenable connection -> BusUnavailable (transient).
+After a loss the next call reconnects, and subscribes again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from dbus_fast import BusType, Message, MessageType
+from dbus_fast.aio import MessageBus
+from loguru import logger
+
+from reactor.config import SystemdConfig
+from reactor.errors import (
+    BusUnavailable,
+    CallTimeout,
+    JobTimeout,
+    NoSuchUnit,
+    UnitOperationFailed,
+)
+
+SD = "org.freedesktop.systemd1"
+SD_PATH = "/org/freedesktop/systemd1"
+MANAGER = "org.freedesktop.systemd1.Manager"
+UNIT_IFACE = "org.freedesktop.systemd1.Unit"
+SERVICE_IFACE = "org.freedesktop.systemd1.Service"
+PROPS = "org.freedesktop.DBus.Properties"
+JOB_MATCH = (f"type='signal',sender='{SD}',path='{SD_PATH}',interface='{MANAGER}',"
+             "member='JobRemoved'")
+EARLY_RESULTS_KEPT = 4096  # JobRemoved results kept for replies still on their way
+
+_NOT_FOUND = {f"{SD}.NoSuchUnit", f"{SD}.LoadFailed"}
+_TRANSIENT = {
+    "org.freedesktop.DBus.Error.NoReply",
+    "org.freedesktop.DBus.Error.Timeout",
+    "org.freedesktop.DBus.Error.TimedOut",
+    "org.freedesktop.DBus.Error.Disconnected",
+    "org.freedesktop.DBus.Error.ServiceUnknown",
+    "org.freedesktop.DBus.Error.NameHasNoOwner",
+    "org.freedesktop.DBus.Error.LimitsExceeded",
+}
+
+
+def unit_path(unit: str) -> str:
+    """The unit's object path, built locally (saves a GetUnit round trip): bytes outside
+    [A-Za-z0-9] become _xx."""
+    out = []
+    for byte in unit.encode():
+        ch = chr(byte)
+        out.append(ch if ch.isascii() and ch.isalnum() else f"_{byte:02x}")
+    return "/org/freedesktop/systemd1/unit/" + "".join(out)
+
+
+def map_error(reply: Message, what: str) -> Exception:
+    """An ERROR reply -> the reactor's own exception."""
+    name = reply.error_name or "unknown"
+    text = reply.body[0] if reply.body and isinstance(reply.body[0], str) else name
+    message = f"{what}: {text} ({name})"
+    if name in _NOT_FOUND:
+        return NoSuchUnit(message)
+    if name in _TRANSIENT:
+        return CallTimeout(message) if "Timeout" in name or "NoReply" in name else \
+            BusUnavailable(message)
+    return UnitOperationFailed(message)
+
+
+@dataclass(frozen=True, slots=True)
+class UnitState:
+    load_state: str  # loaded, not-found, masked, error ...
+    active_state: str  # active, activating, deactivating, inactive, failed, reloading
+    sub_state: str
+    result: str  # Service.Result: success, exit-code, start-limit-hit ...
+    main_pid: int
+    n_restarts: int
+    exec_main_start_us: int  # ExecMainStartTimestamp, µs since the epoch; 0 = never
+
+    @property
+    def exists(self) -> bool:
+        return self.load_state not in ("not-found", "")
+
+
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    result: str  # done, canceled, timeout, failed, dependency, skipped
+    job: str
+    elapsed_ms: float
+
+
+class Systemd:
+    def __init__(self, cfg: SystemdConfig) -> None:
+        self.cfg = cfg
+        self._bus: MessageBus | None = None
+        self._connecting: asyncio.Lock | None = None
+        self._waiting: dict[str, asyncio.Future[str]] = {}
+        self._early: OrderedDict[str, str] = OrderedDict()
+        self.reconnects = 0
+
+    # ------------------------------------------------------------------ connection
+
+    def _bus_args(self) -> dict[str, Any]:
+        bus = self.cfg.bus
+        if bus == "system":
+            return {"bus_type": BusType.SYSTEM}
+        if bus == "user":
+            address = os.environ.get("DBUS_SESSION_BUS_ADDRESS")
+            if not address:
+                raise BusUnavailable("[systemd] bus = user, but DBUS_SESSION_BUS_ADDRESS is unset")
+            return {"bus_address": address, "bus_type": BusType.SESSION}
+        return {"bus_address": bus, "bus_type": BusType.SESSION}
+
+    def describe(self) -> str:
+        return self.cfg.bus
+
+    @property
+    def connected(self) -> bool:
+        return self._bus is not None and self._bus.connected
+
+    async def connect(self) -> None:
+        """Open the bus, subscribe to job results. Raises BusUnavailable."""
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+        async with self._connecting:
+            if self.connected:
+                return
+            self._drop("reconnecting")
+            try:
+                async with asyncio.timeout(self.cfg.call_timeout):
+                    bus = await MessageBus(**self._bus_args()).connect()
+            except BusUnavailable:
+                raise
+            except (TimeoutError, OSError, EOFError, ValueError) as exc:
+                raise BusUnavailable(f"cannot connect to the {self.cfg.bus} bus: "
+                                     f"{exc or type(exc).__name__}") from exc
+            except Exception as exc:  # dbus-fast auth and protocol errors have no common base
+                raise BusUnavailable(f"cannot connect to the {self.cfg.bus} bus: {exc}") from exc
+            bus.add_message_handler(self._on_message)
+            self._bus = bus
+            try:
+                await self._call_raw("org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                     "org.freedesktop.DBus", "AddMatch", "s", [JOB_MATCH])
+                await self._manager("Subscribe")
+            except (UnitOperationFailed, NoSuchUnit) as exc:
+                self._drop(str(exc))
+                raise BusUnavailable(f"systemd does not answer on the {self.cfg.bus} bus: "
+                                     f"{exc}") from exc
+            asyncio.get_running_loop().create_task(self._watch(bus))
+
+    async def _watch(self, bus: MessageBus) -> None:
+        try:
+            await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
+        except Exception as exc:  # noqa: BLE001 - any end of the connection is a loss
+            reason = str(exc) or type(exc).__name__
+        else:
+            reason = "disconnected"
+        if self._bus is bus:
+            logger.warning("D-Bus connection lost ({}); will reconnect on next use", reason)
+            self._drop(reason)
+
+    def _drop(self, reason: str) -> None:
+        bus, self._bus = self._bus, None
+        for fut in self._waiting.values():
+            if not fut.done():
+                fut.set_exception(BusUnavailable(f"D-Bus connection lost: {reason}"))
+        self._waiting.clear()
+        self._early.clear()
+        if bus is not None:
+            try:
+                bus.disconnect()
+            except Exception:  # noqa: BLE001 - already broken
+                pass
+
+    async def close(self) -> None:
+        self._drop("closed")
+
+    def _on_message(self, msg: Message) -> None:
+        """Every incoming message passes here; only JobRemoved is ours. Returns None always."""
+        if msg.message_type is not MessageType.SIGNAL or msg.member != "JobRemoved":
+            return None
+        try:
+            _, job, _unit, result = msg.body
+        except ValueError:
+            return None
+        fut = self._waiting.pop(job, None)
+        if fut is not None:
+            if not fut.done():
+                fut.set_result(result)
+        else:  # not ours, or ours with its reply still on the way
+            self._early[job] = result
+            while len(self._early) > EARLY_RESULTS_KEPT:
+                self._early.popitem(last=False)
+        return None
+
+    # ------------------------------------------------------------------ calls
+
+    async def _call_raw(self, dest: str, path: str, iface: str, member: str,
+                        signature: str = "", body: list[Any] | None = None) -> Message:
+        if not self.connected:
+            await self.connect()
+        bus = self._bus
+        assert bus is not None
+        msg = Message(destination=dest, path=path, interface=iface, member=member,
+                      signature=signature, body=body or [])
+        try:
+            async with asyncio.timeout(self.cfg.call_timeout):
+                reply = await bus.call(msg)
+        except TimeoutError:
+            raise CallTimeout(f"{member}: no answer within {self.cfg.call_timeout:g} s") from None
+        except (OSError, EOFError) as exc:
+            self._drop(str(exc))
+            raise BusUnavailable(f"{member}: {exc}") from exc
+        except Exception as exc:  # dbus-fast raises plain Exceptions on a dead connection
+            if not bus.connected:
+                self._drop(str(exc))
+                raise BusUnavailable(f"{member}: {exc}") from exc
+            raise
+        if reply is None:
+            raise BusUnavailable(f"{member}: no reply (connection closed)")
+        if reply.message_type is MessageType.ERROR:
+            raise map_error(reply, member)
+        return reply
+
+    async def _manager(self, member: str, signature: str = "",
+                       *args: Any) -> Message:
+        return await self._call_raw(SD, SD_PATH, MANAGER, member, signature, list(args))
+
+    async def _job(self, member: str, unit: str, *, on_sent: Callable[[], None] | None = None,
+                   mode: str = "replace") -> JobResult:
+        """Queue a job and wait for its JobRemoved result."""
+        start = time.monotonic()
+        if not self.connected:
+            await self.connect()
+        if on_sent is not None:
+            on_sent()  # the call is written to the socket without yielding first
+        reply = await self._manager(member, "ss", unit, mode)
+        job = str(reply.body[0])
+        result = self._early.pop(job, None)
+        if result is None:
+            fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+            self._waiting[job] = fut
+            try:
+                async with asyncio.timeout(self.cfg.job_timeout):
+                    result = await fut
+            except TimeoutError:
+                raise JobTimeout(f"{member} {unit}: job {job} not finished after "
+                                  f"{self.cfg.job_timeout:g} s") from None
+            finally:
+                self._waiting.pop(job, None)
+        return JobResult(result, job, (time.monotonic() - start) * 1000)
+
+    async def restart(self, unit: str, on_sent: Callable[[], None] | None = None) -> JobResult:
+        return await self._job("RestartUnit", unit, on_sent=on_sent)
+
+    async def start(self, unit: str, on_sent: Callable[[], None] | None = None) -> JobResult:
+        return await self._job("StartUnit", unit, on_sent=on_sent)
+
+    async def kill(self, unit: str, signal: int, who: str = "all") -> None:
+        await self._manager("KillUnit", "ssi", unit, who, signal)
+
+    async def reset_failed(self, unit: str) -> None:
+        await self._manager("ResetFailedUnit", "s", unit)
+
+    async def _props(self, unit: str, iface: str) -> dict[str, Any]:
+        reply = await self._call_raw(SD, unit_path(unit), PROPS, "GetAll", "s", [iface])
+        return {k: v.value for k, v in reply.body[0].items()}
+
+    async def unit_state(self, unit: str) -> UnitState:
+        """The unit's state; for a unit systemd cannot find, load_state is 'not-found'."""
+        if unit.endswith(".service"):
+            u, s = await asyncio.gather(self._props(unit, UNIT_IFACE),
+                                        self._props(unit, SERVICE_IFACE))
+        else:
+            u, s = await self._props(unit, UNIT_IFACE), {}
+        return UnitState(
+            load_state=str(u.get("LoadState", "")),
+            active_state=str(u.get("ActiveState", "")),
+            sub_state=str(u.get("SubState", "")),
+            result=str(s.get("Result", "")),
+            main_pid=int(s.get("MainPID", 0)),
+            n_restarts=int(s.get("NRestarts", 0)),
+            exec_main_start_us=int(s.get("ExecMainStartTimestamp", 0)),
+        )

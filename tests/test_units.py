@@ -1,0 +1,52 @@
+"""Names from the database: which are units, which are refused (pure)."""
+
+from __future__ import annotations
+
+import pytest
+
+from reactor.config import parse_config
+from reactor.errors import Refused
+from reactor.units import resolve, valid_unit_name
+
+CONFIG = parse_config("[database]\nuser = r\n[monitor]\ndenied_units = sshd.service db-*\n"
+                      "[process.billing]\nunit = billing@2.service\n")
+
+
+@pytest.mark.parametrize("unit", [
+    "nginx.service", "app@1.service", "getty@tty1.service", "a-b_c.d:e.service",
+    "dev-disk-by\\x2duuid-1234.device", "x.timer", "user.slice",
+])
+def test_valid_unit_names(unit: str) -> None:
+    assert valid_unit_name(unit)
+
+
+@pytest.mark.parametrize("unit", [
+    "nginx", ".service", "app@.service", "a@b@c.service", "a b.service", "a;b.service",
+    "a$(x).service", "x.bogus", "é.service", "a" * 250 + ".service", "a/b.service",
+])
+def test_invalid_unit_names(unit: str) -> None:
+    assert not valid_unit_name(unit)
+
+
+def test_resolve_maps_names_to_units() -> None:
+    assert resolve(CONFIG, "nginx", 1).unit == "nginx.service"
+    assert resolve(CONFIG, "app@3.service", 1).unit == "app@3.service"
+    assert resolve(CONFIG, "billing", 1).unit == "billing@2.service"
+
+
+@pytest.mark.parametrize(("name", "reason"), [
+    (None, "unknown process id 7"),
+    ("x; rm -rf /", "invalid process name"),
+    ("$(reboot)", "invalid process name"),
+    ("`id`", "invalid process name"),
+    ("a|b", "invalid process name"),
+    ("-rf", "invalid process name"),
+    ("a b", "invalid process name"),
+    ("../etc", "invalid process name"),
+    ("sshd", "sshd.service is denied"),
+    ("db-main", "db-main.service is denied"),
+    ("app@.service", "invalid unit name"),
+])
+def test_refused(name: str | None, reason: str) -> None:
+    with pytest.raises(Refused, match=reason.replace("$", r"\$").replace("(", r"\(")):
+        resolve(CONFIG, name, 7)
