@@ -150,6 +150,74 @@ def cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(_run(config))
 
 
+# ------------------------------------------------------------------ sweep
+
+
+async def _sweep_once(config: Config) -> int:
+    from reactor.daemon import Daemon
+
+    failed = await Daemon(config).sweep_once()
+    return EXIT_OK if failed == 0 else EXIT_FAILED
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    config = _load(args)
+    if args.dry_run:
+        from reactor import admin
+        from reactor.db import connect, fetch_alarmed, mapped
+
+        with connect(config.database) as conn, conn.cursor() as cur, mapped("sweep"):
+            rows = fetch_alarmed(cur)
+        admin.table(["ID", "NAME", "UNIT"], [
+            [str(pid), name or "(unknown)", config.unit_for(name) if name else "-"]
+            for pid, name in rows], sys.stdout)
+        return EXIT_OK
+    logs.setup(config.logging, secrets=[config.database.password], to_file=False)
+    return asyncio.run(_sweep_once(config))
+
+
+# ------------------------------------------------------------------ status, alarm, menu
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from reactor import admin
+
+    admin.print_status(_load(args), args.json)
+    return EXIT_OK
+
+
+def cmd_alarm(args: argparse.Namespace) -> int:
+    from reactor import admin
+
+    config = _load(args)
+    if args.action == "list":
+        admin.print_processes(config)
+        return EXIT_OK
+    value = 1 if args.action == "set" else 0
+    if args.all == bool(args.process):
+        print(f"reactor alarm {args.action}: give a process id or name, or --all",
+              file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        changed = admin.set_alarm(config, None if args.all else args.process, value)
+    except admin.NotFound as exc:
+        print(f"reactor: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    verb = "set" if value else "reset"
+    if not changed:
+        print(f"nothing to {verb}: " + ("no process" if args.all else args.process)
+              + f" {'already in' if value else 'not in'} alarm")
+    for pid, name in changed:
+        print(f"alarm {verb}: {name} (id {pid})")
+    return EXIT_OK
+
+
+def cmd_menu(args: argparse.Namespace) -> int:
+    from reactor import menu
+
+    return menu.run(_load(args))
+
+
 # ------------------------------------------------------------------ main
 
 
@@ -171,6 +239,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("run", cmd_run, "the daemon: restart a process's unit when its alarm is set")
     add("check-config", cmd_check_config, "validate a config file; one line per problem")
+    st = add("status", cmd_status, "a table per process: alarm, breaker, last action, unit state")
+    st.add_argument("--json", action="store_true", help="one JSON object per process")
+    al = add("alarm", cmd_alarm, "list, set or reset alarms (the test menu as subcommands)")
+    al.add_argument("action", choices=["list", "set", "reset"])
+    al.add_argument("process", nargs="?", help="process id or name (set/reset)")
+    al.add_argument("--all", action="store_true", help="every process (set/reset)")
+    add("menu", cmd_menu, "interactive test menu: display, set one, set all, reset all")
+    sw = add("sweep", cmd_sweep, "one reconciliation sweep: handle every alarm set now, then exit")
+    sw.add_argument("--once", action="store_true", required=True,
+                    help="run one sweep and exit (the only mode; the daemon sweeps by itself)")
+    sw.add_argument("--dry-run", action="store_true",
+                    help="only list the alarms a sweep would handle")
     w = add("watch", cmd_watch, "print one JSON line per alarm as it is detected (acts on nothing)")
     w.add_argument("--state-file", metavar="PATH",
                    help="checkpoint the binlog position here and resume from it "

@@ -22,7 +22,7 @@ from loguru import logger
 from reactor import __version__
 from reactor.config import Config
 from reactor.db import Database
-from reactor.events import Alarm
+from reactor.events import Alarm, Source
 from reactor.intake import Intake
 from reactor.monitor import Monitor
 from reactor.notify import Notifier
@@ -73,6 +73,7 @@ class Daemon:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.pipeline.run(), name="pipeline")
                 tg.create_task(self.store.run(), name="audit")
+                await self.pipeline.started.wait()
                 source = tg.create_task(self.monitor.run(), name="sources")
                 beat = tg.create_task(self._heartbeat(), name="heartbeat")
                 await self._until_ready(source)
@@ -94,6 +95,27 @@ class Daemon:
             return 0
         finally:
             self.monitor.stop()
+            await self.systemd.close()
+            self.database.close()
+
+    async def sweep_once(self) -> int:
+        """One sweep, every alarm found handled to the end; the number of failed cycles."""
+        logger.info("reactor {} sweeping once (config {})", __version__, self.config.path)
+        try:
+            await self.systemd.connect()
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.pipeline.run(), name="pipeline")
+                await self.pipeline.started.wait()
+                found = await self.monitor.sweep(Source.SWEEP)
+                logger.info("sweep found {} alarm(s)", found)
+                await self.pipeline.wait_idle()
+                self.pipeline.close()
+            await self.store.flush()
+            c = self.pipeline.counters
+            logger.info("sweep done: {} restarted, {} failed, {} refused, {} skipped",
+                        c.restarted, c.failed, c.refused, c.skipped)
+            return c.failed + c.refused + c.skipped
+        finally:
             await self.systemd.close()
             self.database.close()
 

@@ -85,6 +85,9 @@ class Pipeline:
         self._ids = itertools.count(time.time_ns() // 1000)
         self._tg: asyncio.TaskGroup | None = None
         self._closing = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.started = asyncio.Event()  # set once run() can take cycles
         self.cancelled = 0
 
     # ------------------------------------------------------------------ intake
@@ -109,6 +112,7 @@ class Pipeline:
             return
         slot = Slot(alarm)
         self._slots[alarm.process_id] = slot
+        self._idle.clear()
         task = self._tg.create_task(self._run_slot(slot), name=f"cycle-{alarm.process_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -118,6 +122,7 @@ class Pipeline:
         and cancel the rest."""
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
+            self.started.set()
             await self._closing.wait()
             for handle in self._trials.values():
                 handle.cancel()
@@ -137,6 +142,10 @@ class Pipeline:
     def close(self) -> None:
         self._closing.set()
 
+    async def wait_idle(self) -> None:
+        """Until no cycle is in flight."""
+        await self._idle.wait()
+
     # ------------------------------------------------------------------ one process
 
     async def _run_slot(self, slot: Slot) -> None:
@@ -151,6 +160,8 @@ class Pipeline:
                              pid)
         finally:
             self._slots.pop(pid, None)
+            if not self._slots:
+                self._idle.set()
 
     async def _cycle(self, alarm: Alarm, slot: Slot) -> None:
         pid = alarm.process_id

@@ -94,6 +94,8 @@ def write_config(path: Path, server: MariaDB, sections: dict[str, dict[str, Any]
                     "state_file": path.parent / f"{path.stem}-state.json"},
         "logging": {"level": "DEBUG" if os.environ.get("REACTOR_TEST_DEBUG") else "INFO",
                     "log_file": ""},
+        # never the machine's system bus: tests that restart units point this at a sandbox
+        "systemd": {"bus": "unix:path=/nonexistent/reactor-test-bus"},
     }
     for section, values in (sections or {}).items():
         base.setdefault(section, {}).update(values)
