@@ -66,6 +66,13 @@ class _Reconnect(Exception):
     """mysql-replication tried to reconnect by itself; we reconnect from a boundary instead."""
 
 
+class _Undecodable(DatabaseUnavailable):
+    """An event could not be read (a library or protocol error, not the network)."""
+
+
+UNDECODABLE_RETRIES = 3  # failures at one position before resyncing from the current one
+
+
 class BinlogSource:
     """Owns the replication connection: sessions, reconnects, checkpoints.
 
@@ -104,7 +111,7 @@ class BinlogSource:
     async def run(self) -> None:
         """Run sessions until stop(); never returns on a server failure, only retries."""
         self._loop = asyncio.get_running_loop()
-        lost_since: float | None = None
+        undecodable: list[Checkpoint | None] = []
         try:
             while not self._stopping.is_set():
                 try:
@@ -119,8 +126,12 @@ class BinlogSource:
                     self.connected = False
                     if self._stopping.is_set():
                         break
-                    if lost_since is None:
-                        lost_since = time.monotonic()
+                    if isinstance(exc, _Undecodable):
+                        undecodable.append(self.position)
+                        if undecodable.count(self.position) >= UNDECODABLE_RETRIES:
+                            undecodable.clear()
+                            self._on_position_lost(BinlogPositionLost(str(exc)))
+                            continue
                     delay = self.backoff.next()
                     logger.warning(
                         "binlog stream lost: {}; reconnecting from {} in {:.1f} s",
@@ -140,8 +151,8 @@ class BinlogSource:
 
     def _on_position_lost(self, exc: BinlogPositionLost) -> None:
         logger.error(
-            "binlog position {} is gone ({}); restarting from the server's current position; "
-            "a sweep will find alarms set in between", self.position, exc,
+            "binlog position {} is gone or unreadable ({}); restarting from the server's "
+            "current position; a sweep will find alarms set in between", self.position, exc,
         )
         self.position = None
         self.state.set_checkpoint(None)
@@ -219,6 +230,12 @@ class BinlogSource:
                 # refused (grants, schema): retrying may help once an operator fixes it
                 raise DatabaseUnavailable(str(mapped)) from exc
             raise mapped from exc
+        except Exception as exc:  # noqa: BLE001 - a decoding bug must not end the daemon
+            if self._stopping.is_set():
+                return
+            logger.opt(exception=exc).error("binlog event after {} could not be read",
+                                            self.position)
+            raise _Undecodable(f"undecodable event after {self.position}: {exc!r}") from exc
         finally:
             with self._conn_lock:
                 self._conn = None
@@ -264,6 +281,11 @@ class BinlogSource:
             elif isinstance(event, RotateEvent):
                 self.position = Checkpoint(event.next_binlog, event.position)
             elif isinstance(event, FormatDescriptionEvent):
+                # A new binlog file. After a server crash the old file has no closing
+                # RotateEvent, so mysql-replication keeps its table map, while the restarted
+                # server reuses table ids for other tables: their rows would be decoded with
+                # STATUS_PROCESS's columns. Every file's TableMapEvents follow this event.
+                stream.table_map.clear()
                 # the server found the file and accepted the position (a missing file fails
                 # with 1236 right after the initial RotateEvent, before this event)
                 if not self.connected:

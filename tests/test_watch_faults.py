@@ -148,3 +148,45 @@ def test_poll_mode_survives_a_database_restart(own_mariadb: MariaDB, tmp_path: P
     p.wait_stderr("poll succeeded again", timeout=20)
     db.execute("UPDATE STATUS_PROCESS SET alarma = 1 WHERE process_id = 4", database=DB)
     assert alarm_of(p.line())["process_id"] == 4
+
+
+def test_server_crash_then_reused_table_ids(own_mariadb: MariaDB, tmp_path: Path,
+                                            procs: list[Proc]) -> None:
+    """SIGKILL leaves the binlog file without a closing RotateEvent, and the restarted
+    server gives table ids out again from the start, to other tables. A reader that
+    resumes before the crash learns STATUS_PROCESS's id in the old file and meets it again
+    in the new one on another table: those rows must not be decoded as STATUS_PROCESS
+    (regression: they became phantom alarms, or killed the reader on garbage lengths)."""
+    db = own_mariadb
+    for i in range(8):  # STATUS_PROCESS's layout, so that a wrong decoding looks plausible
+        db.execute(f"CREATE TABLE t{i} (id INT PRIMARY KEY, a TINYINT, b TINYINT, "
+                   "c VARCHAR(100))", database=DB)
+    config = write_config(tmp_path / "c.ini", db)
+    state = tmp_path / "state.json"
+    p = watch(procs, config, "--state-file", str(state))
+    assert p.stop() == 0
+    db.execute("UPDATE STATUS_PROCESS SET alarma = 1 WHERE process_id = 2", database=DB)
+    status_ids = table_ids(db, "STATUS_PROCESS")
+    db.kill()
+    db.start()
+    for i in range(8):  # other tables take the low ids again, STATUS_PROCESS's among them
+        db.execute(f"INSERT INTO t{i} VALUES ({50 + i}, 1, 0, 'not an alarm')", database=DB)
+    # the precondition this test is about: another table now carries STATUS_PROCESS's id
+    assert status_ids & {i for t in range(8) for i in table_ids(db, f"t{t}")}
+    db.execute("UPDATE STATUS_PROCESS SET alarma = 0 WHERE process_id = 2", database=DB)
+    p2 = watch(procs, config, "--state-file", str(state))
+    got = alarm_of(p2.line())
+    assert (got["process_id"], got["source"]) == (2, "binlog")
+    sentinel(db, p2, 3)
+    assert "could not be read" not in p2.stderr
+
+
+def table_ids(db: MariaDB, table: str) -> set[int]:
+    """The table ids the current binlog file's Table_map events give `table`."""
+    current = db.execute("SHOW MASTER STATUS")[0][0]
+    found = set()
+    for row in db.execute(f"SHOW BINLOG EVENTS IN '{current}'"):
+        info = str(row[5])
+        if row[2] == "Table_map" and info.endswith(f".{table})"):
+            found.add(int(info.split()[1]))
+    return found
