@@ -16,11 +16,11 @@ from typing import Any, TextIO
 
 import pymysql
 
-from reactor.breaker import Breaker
+from reactor.breaker import Breaker, State
 from reactor.config import Config
 from reactor.db import connect, describe, mapped
 from reactor.errors import ReactorError
-from reactor.state import StateFile
+from reactor.state import read_breakers
 from reactor.systemd import Systemd
 
 LATEST_STEP_SQL = (
@@ -92,19 +92,17 @@ async def _unit_states(config: Config, units: list[str]) -> dict[str, str]:
 def status(config: Config) -> list[ProcessStatus]:
     rows = processes(config)
     steps = _latest_steps(config)
+    unreadable = ""
     try:
-        breakers = StateFile(config.monitor.state_file).breakers()
-    except OSError:
-        breakers = {}
+        breakers = read_breakers(config.monitor.state_file)
+    except OSError as exc:
+        breakers, unreadable = {}, f"? ({exc.strerror}: {config.monitor.state_file})"
     units = {name: config.unit_for(name) for _, name, _, _ in rows}
     states = asyncio.run(_unit_states(config, sorted(set(units.values()))))
     out = []
     for pid, name, alarma, notes in rows:
-        b = Breaker.from_json(breakers[name]) if name in breakers else Breaker()
-        breaker = b.state.value if b.failures == 0 or b.state.value != "closed" else \
-            f"closed ({b.failures} failed)"
-        if b.state.value == "open":
-            breaker += " until " + dt.datetime.fromtimestamp(b.until).strftime("%H:%M:%S")
+        breaker = unreadable or describe_breaker(
+            Breaker.from_json(breakers[name]) if name in breakers else Breaker())
         step = steps.get(pid)
         out.append(ProcessStatus(
             id=pid, name=name, unit=units[name], alarma=alarma, notes=notes, breaker=breaker,
@@ -113,6 +111,15 @@ def status(config: Config) -> list[ProcessStatus]:
             unit_state=states.get(units[name], "?"),
         ))
     return out
+
+
+def describe_breaker(b: Breaker) -> str:
+    """closed | closed (2 failed) | open until 09:55:06 | half_open"""
+    if b.state is State.OPEN:
+        return "open until " + dt.datetime.fromtimestamp(b.until).strftime("%H:%M:%S")
+    if b.state is State.CLOSED and b.failures:
+        return f"closed ({b.failures} failed)"
+    return b.state.value
 
 
 def table(headers: list[str], rows: list[list[str]], out: TextIO) -> None:

@@ -314,8 +314,5 @@ class BinlogSource:
 
     def _save_checkpoint(self) -> None:
         if self.position is not None:
-            try:
-                self.state.set_checkpoint(self.position)
-            except OSError as exc:
-                logger.error("cannot save the binlog checkpoint to {}: {}", self.state.path, exc)
+            self.state.set_checkpoint(self.position)
 

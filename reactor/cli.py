@@ -2,7 +2,8 @@
 
 Exit status: 0 success / clean stop; 1 invalid configuration; 2 usage error; 3 database
 unavailable or refused at start; 4 server unsuitable for mode=binlog; 5 D-Bus unavailable
-at start; 6 a command failed (e.g. `alarm set` of an unknown process).
+at start; 6 a command failed (e.g. `alarm set` of an unknown process); 70 internal error
+(an unexpected exception: a bug).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from reactor.errors import (
 )
 
 EXIT_OK, EXIT_CONFIG, EXIT_USAGE, EXIT_DATABASE, EXIT_SERVER, EXIT_BUS, EXIT_FAILED = range(7)
+EXIT_INTERNAL = 70  # EX_SOFTWARE: an unexpected exception
 
 
 def _config_path(args: argparse.Namespace) -> str:
@@ -96,7 +98,9 @@ async def _watch(config: Config, args: argparse.Namespace) -> int:
 
     database = Database(config.database, workers=2)
     intake = Intake(emit, database)
-    monitor = Monitor(config, database, StateFile(args.state_file), intake)
+    state = StateFile(args.state_file)
+    state.acquire()  # a checkpoint has one writer
+    monitor = Monitor(config, database, state, intake)
     try:
         mode = await monitor.choose_mode()
         undo = install_stop_handlers(monitor.stop)
@@ -115,6 +119,7 @@ async def _watch(config: Config, args: argparse.Namespace) -> int:
         return EXIT_OK
     finally:
         database.close()
+        state.close()
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
@@ -205,8 +210,9 @@ def cmd_alarm(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     verb = "set" if value else "reset"
     if not changed:
-        print(f"nothing to {verb}: " + ("no process" if args.all else args.process)
-              + f" {'already in' if value else 'not in'} alarm")
+        who = ("every process is" if value else "no process is") if args.all else \
+            f"{args.process} is {'already' if value else 'not'}"
+        print(f"nothing to {verb}: {who} in alarm")
     for pid, name in changed:
         print(f"alarm {verb}: {name} (id {pid})")
     return EXIT_OK
@@ -261,10 +267,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first of the reactor's own errors inside a TaskGroup's exception group."""
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            exc = _first_error(exc)
+        if isinstance(exc, ReactorError):
+            return exc
+    return group.exceptions[0]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args))
+        try:
+            return int(args.func(args))
+        except BaseExceptionGroup as group:
+            raise _first_error(group) from group
     except ConfigError as exc:
         path = _config_path(args)
         for problem in exc.problems:
@@ -289,3 +308,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
+    except Exception:  # a bug: say so, and do not look like a config error (exit 1)
+        import traceback
+
+        traceback.print_exc()
+        print("reactor: internal error (a bug; the traceback above helps to report it)",
+              file=sys.stderr)
+        return EXIT_INTERNAL

@@ -97,7 +97,7 @@ def _required_text(raw: str) -> str:
 
 
 def _password(raw: str) -> str:
-    return raw  # kept verbatim: surrounding spaces may be part of it
+    return raw  # no further stripping or interpolation (configparser trims the ends)
 
 
 def _globs(raw: str) -> tuple[str, ...]:
@@ -230,7 +230,7 @@ KEYS: tuple[Key, ...] = (
     Key("process", "stop_timeout", _seconds(0), "5",
         "process strategy: seconds between SIGTERM and SIGKILL"),
     Key("process", "command_timeout", _seconds(0, allow_equal=False), "30",
-        "seconds before pre_restart/health/start commands are killed"),
+        "seconds before a pre_restart or health_check command is killed"),
 )
 SECTIONS = ("database", "monitor", "systemd", "logging")
 

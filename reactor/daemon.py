@@ -67,6 +67,7 @@ class Daemon:
     async def serve(self) -> int:
         """Run until stop(). Raises the start-up errors (database, server, bus) to the CLI."""
         logger.info("reactor {} starting (config {})", __version__, self.config.path)
+        self.state.acquire()
         try:
             mode = await self.monitor.choose_mode()
             await self.systemd.connect()
@@ -97,10 +98,12 @@ class Daemon:
             self.monitor.stop()
             await self.systemd.close()
             self.database.close()
+            self.state.close()
 
     async def sweep_once(self) -> int:
         """One sweep, every alarm found handled to the end; the number of failed cycles."""
         logger.info("reactor {} sweeping once (config {})", __version__, self.config.path)
+        self.state.acquire()
         try:
             await self.systemd.connect()
             async with asyncio.TaskGroup() as tg:
@@ -118,6 +121,7 @@ class Daemon:
         finally:
             await self.systemd.close()
             self.database.close()
+            self.state.close()
 
     async def _until_ready(self, source: asyncio.Task[None]) -> None:
         ready = asyncio.ensure_future(self.monitor.ready.wait())

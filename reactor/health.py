@@ -95,6 +95,9 @@ async def _round(target: Target, systemd: Systemd, via_unit: bool,
 
 
 async def _unit_settled(unit: str, systemd: Systemd, settle: float) -> str | None:
+    if settle <= 0:  # the fast path: one round trip
+        active, sub = await systemd.active_state(unit)
+        return None if active == "active" else f"{unit} is {active}/{sub}"
     first = await systemd.unit_state(unit)
     if first.active_state != "active":
         return f"{unit} is {first.active_state}/{first.sub_state}" + (

@@ -7,8 +7,10 @@
 `ready` is set once the first source is connected and the first sweep or poll is done:
 from then on no alarm can be missed.
 
-Error handling: a failed sweep or poll (database down) is logged and retried with a
-capped backoff; the binlog source owns its own reconnects (see binlog.py).
+Error handling: a failed sweep or poll is logged (a WARNING when the database is down, an
+ERROR when it refuses: a grant or table missing) and retried with a capped backoff; a
+refusal while priming at start is raised to the caller. The binlog source owns its own
+reconnects (see binlog.py).
 """
 
 from __future__ import annotations
@@ -21,12 +23,17 @@ from reactor import db as queries
 from reactor.binlog import BinlogSource
 from reactor.config import Config
 from reactor.db import Database
-from reactor.errors import TransientError
+from reactor.errors import ReactorError, TransientError
 from reactor.events import Source
 from reactor.intake import Intake
 from reactor.preflight import choose_mode, inspect_server
 from reactor.retry import Backoff
 from reactor.state import Checkpoint, StateFile
+
+
+def _level(exc: ReactorError) -> str:
+    """Transient failures are warnings; a refusal (grant, table) needs an operator."""
+    return "WARNING" if isinstance(exc, TransientError) else "ERROR"
 
 
 class Monitor:
@@ -131,9 +138,9 @@ class Monitor:
                 return
             try:
                 await self.sweep(Source.SWEEP)
-            except TransientError as exc:
+            except ReactorError as exc:
                 delay = backoff.next()
-                logger.warning("sweep failed: {}; retrying in {:.1f} s", exc, delay)
+                logger.log(_level(exc), "sweep failed: {}; retrying in {:.1f} s", exc, delay)
                 await self._pause(delay)
                 self.request_sweep()
                 continue
@@ -148,10 +155,10 @@ class Monitor:
         while not self._stopping:
             try:
                 await self.sweep(Source.POLL)
-            except TransientError as exc:
+            except ReactorError as exc:
                 delay = backoff.next()
                 if not failing:
-                    logger.warning("poll failed: {}; retrying", exc)
+                    logger.log(_level(exc), "poll failed: {}; retrying", exc)
                 failing = True
                 await self._pause(delay)
                 continue

@@ -155,9 +155,10 @@ class Pipeline:
             while alarm is not None:
                 await self._cycle(alarm, slot)
                 alarm, slot.again, slot.issued = slot.again, None, False
-        except Exception:  # a bug in one cycle must not stop the others
+        except Exception:  # a bug outside the attempts (store, breaker): keep the others going
             logger.exception("cycle for process {} failed unexpectedly; its alarm stays set",
                              pid)
+            self.settle(pid)
         finally:
             self._slots.pop(pid, None)
             if not self._slots:
@@ -194,7 +195,12 @@ class Pipeline:
         if not await self._breaker_allows(target, alarm, step):
             return
 
-        ok, reason, method = await self._attempts(target, slot, step)
+        try:
+            ok, reason, method = await self._attempts(target, slot, step)
+        except Exception as exc:  # a bug: the cycle fails like any other, with a note
+            log.opt(exception=exc).error("cycle for {} failed unexpectedly", unit)
+            ok, reason, method = False, f"internal error: {exc!r}", ""
+            step("error", reason, unit)
         elapsed_ms = (time.monotonic() - alarm.detected_mono) * 1000
         now = time.time()
         if ok:
@@ -265,13 +271,10 @@ class Pipeline:
         m = self.config.monitor
         return {"max_failures": m.max_restart_failures, "reset_time": m.circuit_reset_time}
 
-    async def _save_breaker(self, name: str, b: Breaker) -> None:
+    def _save_breaker(self, name: str, b: Breaker) -> None:
         self.breakers[name] = b
         record = None if b == Breaker() else b.to_json()
-        try:
-            await asyncio.to_thread(self.state.set_breaker, name, record)
-        except OSError as exc:
-            logger.error("cannot save breaker state to {}: {}", self.state.path, exc)
+        self.state.set_breaker(name, record)
 
     async def _breaker_allows(self, target: Target, alarm: Alarm,
                               step: Callable[..., None]) -> bool:
@@ -289,7 +292,7 @@ class Pipeline:
             return False
         if after != before:
             step("breaker_half_open", "trial cycle", target.unit)
-            await self._save_breaker(target.name, after)
+            self._save_breaker(target.name, after)
         return True
 
     async def _breaker_result(self, target: Target, ok: bool, step: Callable[..., None]) -> None:
@@ -307,7 +310,7 @@ class Pipeline:
         elif before.state is not State.CLOSED and after.state is State.CLOSED:
             step("breaker_closed", "trial succeeded", target.unit)
             logger.bind(process=target.name).info("breaker closed for {}", target.name)
-        await self._save_breaker(target.name, after)
+        self._save_breaker(target.name, after)
 
     def _schedule_trial(self, alarm: Alarm, until: float) -> None:
         """When the breaker half-opens, run the trial if the alarm is still set."""

@@ -100,10 +100,15 @@ def _signal(ref: ProcRef, sig: int) -> None:
             os.kill(ref.pid, sig)
         except ProcessLookupError:
             pass
+        except PermissionError:
+            raise UnitOperationFailed(
+                f"not allowed to signal PID {ref.pid} (another user's process: the reactor "
+                "needs CAP_KILL for it)") from None
 
 
 async def stop(refs: list[ProcRef], grace: float) -> tuple[int, int]:
-    """SIGTERM, wait up to `grace` s, SIGKILL what is left. Returns (terminated, killed)."""
+    """SIGTERM, wait up to `grace` s, SIGKILL what is left. Returns (terminated, killed).
+    Raises UnitOperationFailed when a process may not be signalled."""
     for ref in refs:
         _signal(ref, signal.SIGTERM)
     deadline = time.monotonic() + grace

@@ -105,8 +105,8 @@ async def _process(target: Target, on_issued: Callable[[], None], why: str) -> A
                        f"{prefix}[process.{target.name}] has no start_command", False)
     found = procs.find(target.name)
     on_issued()
-    terminated, killed = await procs.stop(found, s.stop_timeout)
     try:
+        terminated, killed = await procs.stop(found, s.stop_timeout)
         await procs.start(s.start_command, target.name)
     except UnitOperationFailed as exc:
         return Attempt(False, "process", f"{prefix}{exc}", False)

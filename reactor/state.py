@@ -3,16 +3,18 @@
     {"binlog": {"file": "binlog.000003", "pos": 1234, "server_uuid": ...},
      "breakers": {"nginx": {...}}}
 
-Written by the binlog reader thread (checkpoints) and by the event loop (breakers), so
-every access takes a lock. Saved as tmp file -> fsync -> rename -> fsync(dir): a crash
-leaves either the old or the new file, never a torn one.
+Changed by the binlog reader thread (checkpoints) and by the event loop (breakers), so
+every access takes a lock; saved by a thread of its own. Saved as tmp file -> fsync ->
+rename -> fsync(dir): a crash leaves either the old or the new file, never a torn one.
 
 Error handling: an unreadable or corrupt file is logged and treated as empty (the start-up
-sweep finds every alarm still set); a failed save raises OSError to the caller.
+sweep finds every alarm still set); a failed save is logged (once per distinct error) and
+retried with the next change.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import threading
@@ -21,6 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from loguru import logger
+
+from reactor.errors import PermanentError
+
+
+class StateLocked(PermanentError):
+    """Another reactor process (run, or sweep --once) holds this state file."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,12 +43,43 @@ class Checkpoint:
 
 
 class StateFile:
-    """path=None keeps the state in memory only (`reactor watch` without --state-file)."""
+    """The state, in memory, saved by a thread of its own after every change.
+
+    Changes never wait for the disk: the binlog reader must go on reading while a save
+    fsyncs. The saver writes the latest state (changes made during a save are coalesced
+    into the next one); flush() waits until everything changed so far is on disk, close()
+    flushes and ends the thread. path=None keeps the state in memory only (`reactor watch`
+    without --state-file).
+    """
 
     def __init__(self, path: str | os.PathLike[str] | None) -> None:
         self.path = Path(path) if path is not None else None
         self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._data: dict[str, Any] = self._read()
+        self._changes = 0  # bumped by every change
+        self._saved = 0  # the change count the file holds
+        self._saver: threading.Thread | None = None
+        self._closing = False
+        self._last_error = ""
+        self._lock_fd: int | None = None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def acquire(self) -> None:
+        """Become the only process acting on this state (run, sweep --once): two writers
+        would overwrite each other's checkpoint and breakers, and act twice on an alarm."""
+        if self.path is None:
+            return
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StateLocked(f"another reactor (run or sweep) holds {lock_path}; it acts on "
+                              "every alarm by itself") from None
+        self._lock_fd = fd
 
     def _read(self) -> dict[str, Any]:
         if self.path is None:
@@ -67,14 +106,13 @@ class StateFile:
             return Checkpoint(raw["file"], raw["pos"])
         return None
 
-    def set_checkpoint(self, cp: Checkpoint | None, *, save: bool = True) -> None:
+    def set_checkpoint(self, cp: Checkpoint | None) -> None:
         with self._lock:
             if cp is None:
                 self._data.pop("binlog", None)
             else:
                 self._data["binlog"] = {"file": cp.file, "pos": cp.pos}
-            if save:
-                self._save_locked()
+            self._changed()
 
     # -- breakers
     def breakers(self) -> dict[str, dict[str, Any]]:
@@ -89,20 +127,51 @@ class StateFile:
                 table.pop(name, None)
             else:
                 table[name] = record
-            self._save_locked()
+            self._changed()
 
-    def save(self) -> None:
-        with self._lock:
-            self._save_locked()
-
-    def _save_locked(self) -> None:
+    # -- saving
+    def _changed(self) -> None:
+        """Called with the lock held after every change."""
+        self._changes += 1
         if self.path is None:
+            self._saved = self._changes
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self._saver is None:
+            self._saver = threading.Thread(target=self._save_loop, name="state-saver",
+                                           daemon=True)
+            self._saver.start()
+        self._cond.notify_all()
+
+    def _save_loop(self) -> None:
+        while True:
+            with self._cond:
+                while self._saved == self._changes and not self._closing:
+                    self._cond.wait()
+                if self._saved == self._changes:
+                    return
+                target = self._changes
+                payload = json.dumps(self._data, sort_keys=True, indent=1).encode()
+            try:
+                self._write(payload)
+            except OSError as exc:
+                if str(exc) != self._last_error:  # once per distinct error, not per change
+                    logger.error("cannot save state to {}: {}", self.path, exc)
+                    self._last_error = str(exc)
+            else:
+                self._last_error = ""
+            with self._cond:
+                self._saved = target
+                self._cond.notify_all()
+
+    def _write(self, payload: bytes) -> None:
+        """tmp file -> fsync -> rename -> fsync(dir): never a torn file."""
+        assert self.path is not None
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        payload = json.dumps(self._data, sort_keys=True, indent=1).encode()
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
+            if os.geteuid() == 0:  # root running a command for the service: keep its owner
+                owner = os.stat(self.path.parent)
+                os.fchown(fd, owner.st_uid, owner.st_gid)
             os.write(fd, payload)
             os.fsync(fd)
         finally:
@@ -113,3 +182,32 @@ class StateFile:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every change so far is saved (or failed to save); False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._saved == self._changes, timeout)
+
+    def close(self, timeout: float = 10.0) -> None:
+        self.flush(timeout)
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if self._saver is not None:
+            self._saver.join(timeout)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+
+def read_breakers(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+    """The breakers saved in a state file, for `reactor status`. Raises OSError when the
+    file cannot be read (a missing file has no breakers)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except ValueError:
+        return {}
+    raw = data.get("breakers") if isinstance(data, dict) else None
+    return {k: dict(v) for k, v in raw.items()} if isinstance(raw, dict) else {}

@@ -278,6 +278,12 @@ class Systemd:
     async def reset_failed(self, unit: str) -> None:
         await self._manager("ResetFailedUnit", "s", unit)
 
+    async def active_state(self, unit: str) -> tuple[str, str]:
+        """(ActiveState, SubState) in one round trip."""
+        reply = await self._call_raw(SD, unit_path(unit), PROPS, "GetAll", "s", [UNIT_IFACE])
+        props = reply.body[0]
+        return str(props["ActiveState"].value), str(props["SubState"].value)
+
     async def _props(self, unit: str, iface: str) -> dict[str, Any]:
         reply = await self._call_raw(SD, unit_path(unit), PROPS, "GetAll", "s", [iface])
         return {k: v.value for k, v in reply.body[0].items()}

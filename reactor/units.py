@@ -54,8 +54,9 @@ def resolve(config: Config, name: str | None, pid: int) -> Target:
     if not _PROCESS_NAME.fullmatch(name):
         raise Refused(f"invalid process name {name[:40]!r}")
     unit = config.unit_for(name)
-    if not valid_unit_name(unit):
+    settings = config.for_process(name)
+    if settings.restart_strategy != "process" and not valid_unit_name(unit):
         raise Refused(f"invalid unit name {unit[:40]!r}")
     if not config.unit_allowed(unit):
         raise Refused(f"unit {unit} is denied by [monitor] allowed_units/denied_units")
-    return Target(name, unit, config.for_process(name))
+    return Target(name, unit, settings)

@@ -20,9 +20,10 @@ CREATE TABLE IF NOT EXISTS STATUS_PROCESS (
   FOREIGN KEY (process_id) REFERENCES PROCESE(process_id)
 ) ENGINE=InnoDB;
 
--- One row per step of every cycle: detected, refused, pre_restart_failed, restart_issued,
--- restart_failed, health_ok, health_failed, cleared, breaker_open, breaker_half_open,
--- breaker_closed, skipped. latency_ms counts from the alarm's detection.
+-- One row per step of every cycle: detected, refused, skipped (breaker open),
+-- pre_restart_ok, pre_restart_failed, restart_issued, restarted, restart_failed, health_ok,
+-- health_failed, error, cleared, not_cleared, breaker_open, breaker_half_open,
+-- breaker_closed. latency_ms counts from the alarm's detection.
 CREATE TABLE IF NOT EXISTS REACTOR_AUDIT (
   id BIGINT AUTO_INCREMENT PRIMARY KEY,
   at DATETIME(6) NOT NULL,

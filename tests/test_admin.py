@@ -179,3 +179,40 @@ def test_sweep_once_handles_what_is_set_and_exits(rig: Rig) -> None:
     rig.alarm(ghost)
     failed = reactor("sweep", "--once", "--config", config)
     assert failed.returncode == 6 and "0 restarted, 1 failed" in failed.stderr
+
+
+def test_one_process_acts_on_a_state_file(rig: Rig) -> None:
+    """While `reactor run` holds the state file, a second run and a sweep --once refuse
+    (they would act twice on alarms and overwrite its checkpoint); --dry-run still lists."""
+    config = rig.config()
+    p = rig.start(config)
+    second = reactor("run", "--config", str(config))
+    assert second.returncode == 6 and "holds" in second.stderr and ".lock" in second.stderr
+    sweep = reactor("sweep", "--once", "--config", str(config))
+    assert sweep.returncode == 6
+    assert reactor("sweep", "--once", "--dry-run", "--config", str(config)).returncode == 0
+    assert p.stop() == 0
+    assert reactor("sweep", "--once", "--config", str(config)).returncode == 0
+
+
+def test_database_down_during_sweep_once_is_exit_3(rig: Rig) -> None:
+    """A database error inside the daemon's task group is still one line and exit 3."""
+    from reactor.lab.mariadb import free_port
+
+    config = rig.config()
+    text = config.read_text().replace(f"port = {rig.db.port}", f"port = {free_port()}")
+    config.write_text(text)
+    done = reactor("sweep", "--once", "--config", str(config))
+    assert done.returncode == 3, done.stderr
+    assert "database unavailable" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_status_says_when_the_state_file_cannot_be_read(rig: Rig) -> None:
+    """A state file reactor status cannot read (here: a directory in its place) shows the
+    breakers as unknown, not as closed."""
+    bad_state = rig.tmp / "state-is-a-dir"
+    bad_state.mkdir()
+    config = rig.config(monitor={"state_file": bad_state})
+    done = reactor("status", "--json", "--config", str(config))
+    assert done.returncode == 0, done.stderr
+    assert {r["breaker"].split(" (")[0] for r in json.loads(done.stdout)} == {"?"}

@@ -49,3 +49,21 @@ def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
         time.sleep(0.05)
     assert not Path(f"/proc/{child}").exists() or \
         Path(f"/proc/{child}/stat").read_text().split(")")[1].split()[0] == "Z"
+
+
+def test_a_process_that_may_not_be_signalled_is_a_failure(monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """Without CAP_KILL another user's program cannot be signalled: the cycle fails with a
+    reason instead of crashing (os.kill is replaced: these tests run as root)."""
+    import os
+
+    from reactor import procs
+    from reactor.errors import UnitOperationFailed
+
+    def refuse(pid: int, sig: int) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "kill", refuse)
+    me = procs.ProcRef(os.getpid(), procs._stat_start(os.getpid()) or 0)
+    with pytest.raises(UnitOperationFailed, match="CAP_KILL"):
+        asyncio.run(procs.stop([me], 0.1))

@@ -50,3 +50,12 @@ def test_resolve_maps_names_to_units() -> None:
 def test_refused(name: str | None, reason: str) -> None:
     with pytest.raises(Refused, match=reason.replace("$", r"\$").replace("(", r"\(")):
         resolve(CONFIG, name, 7)
+
+
+def test_process_strategy_names_need_not_be_unit_names() -> None:
+    """'g++' is a program, never a unit: with the process strategy it is accepted."""
+    config = parse_config("[database]\nuser = r\n[process.g++]\nrestart_strategy = process\n"
+                          "start_command = /bin/true\n")
+    assert resolve(config, "g++", 1).name == "g++"
+    with pytest.raises(Refused, match="invalid unit name"):
+        resolve(CONFIG, "g++", 1)

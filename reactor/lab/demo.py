@@ -93,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         db.setup_reactor_schema(password="demo-pw")
         for unit in UNITS:
-            sbx.write_unit(f"{unit}.service", f"[Unit]\nDescription=demo {unit}\n[Service]\n"
+            # no start-rate limit: the demo restarts each unit every few hundred ms
+            sbx.write_unit(f"{unit}.service", f"[Unit]\nDescription=demo {unit}\n"
+                           "StartLimitIntervalSec=0\n[Service]\n"
                            "ExecStart=/bin/sleep infinity\n", reload=False)
         sbx.reload()
         for unit in UNITS:
