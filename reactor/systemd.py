@@ -46,6 +46,9 @@ SERVICE_IFACE = "org.freedesktop.systemd1.Service"
 PROPS = "org.freedesktop.DBus.Properties"
 JOB_MATCH = (f"type='signal',sender='{SD}',path='{SD_PATH}',interface='{MANAGER}',"
              "member='JobRemoved'")
+_UNIT_PROPS = ((UNIT_IFACE, "LoadState"), (UNIT_IFACE, "ActiveState"), (UNIT_IFACE, "SubState"))
+_SERVICE_PROPS = ((SERVICE_IFACE, "Result"), (SERVICE_IFACE, "MainPID"),
+                  (SERVICE_IFACE, "NRestarts"), (SERVICE_IFACE, "ExecMainStartTimestamp"))
 EARLY_RESULTS_KEPT = 4096  # JobRemoved results kept for replies still on their way
 
 _NOT_FOUND = {f"{SD}.NoSuchUnit", f"{SD}.LoadFailed"}
@@ -278,29 +281,35 @@ class Systemd:
     async def reset_failed(self, unit: str) -> None:
         await self._manager("ResetFailedUnit", "s", unit)
 
-    async def active_state(self, unit: str) -> tuple[str, str]:
-        """(ActiveState, SubState) in one round trip."""
-        reply = await self._call_raw(SD, unit_path(unit), PROPS, "GetAll", "s", [UNIT_IFACE])
-        props = reply.body[0]
-        return str(props["ActiveState"].value), str(props["SubState"].value)
+    async def _get(self, unit: str, iface: str, prop: str) -> Any:
+        reply = await self._call_raw(SD, unit_path(unit), PROPS, "Get", "ss", [iface, prop])
+        return reply.body[0].value
 
-    async def _props(self, unit: str, iface: str) -> dict[str, Any]:
-        reply = await self._call_raw(SD, unit_path(unit), PROPS, "GetAll", "s", [iface])
-        return {k: v.value for k, v in reply.body[0].items()}
+    async def _props(self, unit: str, wanted: tuple[tuple[str, str], ...]) -> list[Any]:
+        """Several properties with pipelined Gets: about one round trip, and a tenth of the
+        work GetAll costs systemd (it renders every property of the interface)."""
+        return list(await asyncio.gather(*(self._get(unit, i, p) for i, p in wanted)))
+
+    async def active_state(self, unit: str) -> tuple[str, str]:
+        """(ActiveState, SubState)."""
+        active, sub = await self._props(unit, ((UNIT_IFACE, "ActiveState"),
+                                               (UNIT_IFACE, "SubState")))
+        return str(active), str(sub)
 
     async def unit_state(self, unit: str) -> UnitState:
         """The unit's state; for a unit systemd cannot find, load_state is 'not-found'."""
-        if unit.endswith(".service"):
-            u, s = await asyncio.gather(self._props(unit, UNIT_IFACE),
-                                        self._props(unit, SERVICE_IFACE))
-        else:
-            u, s = await self._props(unit, UNIT_IFACE), {}
+        service = unit.endswith(".service")
+        values = await asyncio.gather(
+            *(self._get(unit, i, p) for i, p in _UNIT_PROPS + (_SERVICE_PROPS if service else ())),
+            return_exceptions=True)
+        for value in values[:3]:  # the Unit interface always answers, or the call failed
+            if isinstance(value, BaseException):
+                raise value
+        # Service properties of a unit that is not loaded: errors, read as "unknown"
+        svc: list[Any] = [v if not isinstance(v, BaseException) else None for v in values[3:]]
+        result, main_pid, n_restarts, started = svc or [None] * 4
         return UnitState(
-            load_state=str(u.get("LoadState", "")),
-            active_state=str(u.get("ActiveState", "")),
-            sub_state=str(u.get("SubState", "")),
-            result=str(s.get("Result", "")),
-            main_pid=int(s.get("MainPID", 0)),
-            n_restarts=int(s.get("NRestarts", 0)),
-            exec_main_start_us=int(s.get("ExecMainStartTimestamp", 0)),
+            load_state=str(values[0]), active_state=str(values[1]), sub_state=str(values[2]),
+            result=str(result or ""), main_pid=int(main_pid or 0),
+            n_restarts=int(n_restarts or 0), exec_main_start_us=int(started or 0),
         )

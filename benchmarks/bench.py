@@ -1,0 +1,316 @@
+"""Benchmark: reaction time of the binlog reactor against polling, side by side.
+
+    benchmarks/run.sh [--quick] [--only PHASE ...] [options]
+
+Starts a throwaway MariaDB and a sandboxed systemd, runs the real `reactor run` in binlog
+mode and in poll mode (check_interval 1 s and 0.1 s) on the same alarm workload, then a
+storm (one UPDATE alarming many real units) and a detection burst (`reactor watch`, one
+UPDATE alarming many rows). Writes results/latest.json, latest.md and latest.png.
+See benchmarks/README.md for what each figure means and how it is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+from benchmarks import idle, report, storm
+from benchmarks.lab import Lab
+from benchmarks.workload import PlannedAlarm, attach_audit, latencies, plan, run_alarms
+from reactor import __version__
+from reactor.lab import LabUnavailable
+from reactor.lab.sandbox import SYSTEMD
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PHASES = ("binlog", "poll_1s", "poll_0.1s", "storm", "detection")
+# mode name -> ([monitor] mode, check_interval): poll interval, or sweep interval for binlog
+MODES = {"binlog": ("binlog", 300.0), "poll_1s": ("poll", 1.0), "poll_0.1s": ("poll", 0.1)}
+SERVER_IDS = {"binlog": 4301, "poll_1s": 4302, "poll_0.1s": 4303, "storm": 4310,
+              "detection": 4320}
+FIRST_PID = 1001
+IDLE_GRACE = 1.0  # seconds after `ready` before the idle window opens
+EXIT_UNAVAILABLE = 77  # this machine cannot run the lab (no root, no MariaDB, no cgroups)
+
+
+@dataclass(frozen=True)
+class Options:
+    alarms: int
+    units: int
+    max_pause: float
+    seed: int
+    idle: float
+    storm_units: int
+    storm_concurrency: int
+    detect_rows: int
+    settle: float
+    only: tuple[str, ...]
+    output: Path
+    quick: bool
+    verbose: bool
+
+
+def parse_args(argv: list[str] | None) -> Options:
+    p = argparse.ArgumentParser(prog="benchmarks/run.sh", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 20 alarms per mode, 100-unit storm, 1,000-row detection, "
+                        "10 s idle (explicit options below still win)")
+    p.add_argument("--only", nargs="+", choices=PHASES, metavar="PHASE",
+                   help=f"run only these phases: {', '.join(PHASES)}")
+    p.add_argument("--alarms", type=int, help="alarms per mode (default 200; quick 20)")
+    p.add_argument("--units", type=int, default=8, help="units the alarms go to (default 8)")
+    p.add_argument("--max-pause", type=float, default=1.0,
+                   help="random pause before each alarm, uniform in [0, this) s (default 1.0:"
+                        " uniform phase against the 1 s and 0.1 s pollers)")
+    p.add_argument("--seed", type=int, default=1, help="workload seed (default 1)")
+    p.add_argument("--idle", type=float, help="idle window per mode, s (default 60; quick 10)")
+    p.add_argument("--storm-units", type=int, help="units in the storm (default 1000; quick 100)")
+    p.add_argument("--storm-concurrency", type=int, default=64,
+                   help="[monitor] max_concurrent_restarts for the storm (default 64)")
+    p.add_argument("--detect-rows", type=int,
+                   help="rows in the detection burst (default 10000; quick 1000)")
+    p.add_argument("--settle", type=float, default=0.0,
+                   help="[process.default] settle_time, s (default 0)")
+    p.add_argument("--output", type=Path, default=RESULTS,
+                   help=f"results directory (default {RESULTS})")
+    p.add_argument("-v", "--verbose", action="store_true", help="echo the reactors' stderr")
+    a = p.parse_args(argv)
+
+    def pick(value: Any, full: Any, quick: Any) -> Any:
+        return value if value is not None else (quick if a.quick else full)
+
+    opts = Options(
+        alarms=pick(a.alarms, 200, 20), units=a.units, max_pause=a.max_pause, seed=a.seed,
+        idle=pick(a.idle, 60.0, 10.0), storm_units=pick(a.storm_units, 1000, 100),
+        storm_concurrency=a.storm_concurrency, detect_rows=pick(a.detect_rows, 10_000, 1000),
+        settle=a.settle, only=tuple(a.only or PHASES), output=a.output, quick=a.quick,
+        verbose=a.verbose,
+    )
+    if min(opts.alarms, opts.units, opts.storm_units, opts.detect_rows) < 1 or opts.idle <= 0:
+        p.error("--alarms, --units, --storm-units, --detect-rows and --idle must be > 0")
+    if opts.idle + IDLE_GRACE >= MODES["binlog"][1] - 10:
+        p.error(f"--idle must stay well under the binlog sweep interval "
+                f"({MODES['binlog'][1]:g} s): the window must hold no sweep")
+    return opts
+
+
+# ------------------------------------------------------------------ progress
+
+
+class Progress:
+    """A line per phase; a counter that rewrites one line on a terminal, else prints every
+    tenth of the way."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stdout.isatty()
+        self.started = time.monotonic()
+        self.line_open = False  # a counter's line on the terminal awaits its newline
+
+    def phase(self, text: str) -> None:
+        if self.line_open:
+            print(flush=True)
+            self.line_open = False
+        elapsed = time.monotonic() - self.started
+        print(f"==> [{elapsed:6.1f} s] {text}", flush=True)
+
+    def counter(self, label: str, total: int, unit: str = "") -> Counter:
+        return Counter(self, label, total, unit)
+
+
+class Counter:
+    def __init__(self, progress: Progress, label: str, total: int, unit: str) -> None:
+        self.progress, self.label, self.total, self.unit = progress, label, total, unit
+        self.shown = -1
+        self.step = max(1, total // 10)
+
+    def __call__(self, done: int) -> None:
+        tty = self.progress.tty
+        if done == self.shown or (not tty and done < self.total
+                                  and done // self.step == self.shown // self.step):
+            return
+        self.shown = done
+        text = f"    {self.label}: {done}/{self.total}{self.unit}"
+        if tty:
+            self.progress.line_open = done < self.total
+            print(f"\r{text}\033[K", end="" if self.progress.line_open else "\n", flush=True)
+        else:
+            print(text, flush=True)
+
+
+# ------------------------------------------------------------------ phases
+
+
+def run_mode(lab: Lab, mode: str, workload: list[PlannedAlarm], opts: Options,
+             progress: Progress, problems: list[str]) -> tuple[dict[str, list[float]],
+                                                               dict[str, Any]]:
+    """One mode: start `reactor run`, measure idle, then the alarm workload."""
+    kind, interval = MODES[mode]
+    config = lab.write_config(mode, mode=kind, check_interval=interval,
+                              server_id=SERVER_IDS[mode], settle=opts.settle)
+    progress.phase(f"{mode}: reactor run ([monitor] mode = {kind}, check_interval = "
+                   f"{interval:g} s, settle_time = {opts.settle:g} s)")
+    reactor = lab.start_reactor("run", "--config", str(config), ready=rf"ready: mode={kind}\b")
+    try:
+        time.sleep(IDLE_GRACE)
+        progress.phase(f"{mode}: idle for {opts.idle:g} s")
+        with lab.connect() as conn:
+            cost = idle.measure(conn, reactor.proc.pid, _pid(lab), opts.idle,
+                                progress.counter("idle", int(opts.idle), " s"))
+        progress.phase(f"{mode}: {len(workload)} alarms over {opts.units} units")
+        mark = lab.audit_mark()
+        timeout = 10.0 + (3 * interval if kind == "poll" else 0.0)
+        samples = run_alarms(lab, workload, timeout, progress.counter("alarms", len(workload)))
+        extra = attach_audit(lab, samples, mark)
+        cost["rss_peak_kb"] = idle.memory_kb(reactor.proc.pid, "VmHWM")
+    finally:
+        lab.stop_reactor(reactor)
+    lost = sum(1 for s in samples if s.cleared is None)
+    unmatched = sum(1 for s in samples if s.cleared is not None and s.issued is None)
+    for count, what in ((lost, f"alarm(s) not cleared within {timeout:g} s"),
+                        (unmatched, "cleared alarm(s) without matching audit rows"),
+                        (extra, "reactor cycle(s) no alarm accounts for")):
+        if count:
+            problems.append(f"{mode}: {count} {what}")
+            progress.phase(f"{mode}: WARNING {count} {what}")
+    return latencies(samples), cost
+
+
+def _pid(lab: Lab) -> int:
+    assert lab.server.proc is not None
+    return lab.server.proc.pid
+
+
+def machine(lab: Lab, opts: Options) -> dict[str, Any]:
+    """Where and how the run is measured (taken at its start)."""
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_kb = 0
+    try:
+        mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        pass
+    systemd = subprocess.run([SYSTEMD, "--version"], capture_output=True, text=True,
+                             check=False).stdout.splitlines()
+    mariadb = lab.query("SELECT VERSION()")[0][0]
+    return {
+        "cpu_model": model or platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "memory_mb": mem_kb // 1024,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "mariadb": mariadb,
+        "systemd": systemd[0] if systemd else "",
+        "reactor": __version__,
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "load_average_start": [round(x, 2) for x in os.getloadavg()],
+        "settle_time": opts.settle,
+        "quick": opts.quick,
+        "alarms_per_mode": opts.alarms,
+        "alarm_units": opts.units,
+        "pause_s": [0.0, opts.max_pause],
+        "seed": opts.seed,
+        "check_interval_s": {m: MODES[m][1] for m in MODES if m in opts.only},
+        "idle_window_s": opts.idle,
+        "storm_max_concurrent_restarts": opts.storm_concurrency,
+        "phases": list(opts.only),
+    }
+
+
+def run(lab: Lab, opts: Options, progress: Progress) -> tuple[dict[str, Any],
+                                                              dict[str, dict[str, list[float]]]]:
+    problems: list[str] = []
+    results: dict[str, Any] = {"modes": {}, "storm": {}, "idle": {},
+                               "machine": machine(lab, opts)}
+    raw: dict[str, dict[str, list[float]]] = {}
+    modes = [m for m in MODES if m in opts.only]
+    if modes:
+        rows = [(FIRST_PID + i, f"bench-{i + 1:02d}") for i in range(opts.units)]
+        progress.phase(f"{len(rows)} units for the alarm workload")
+        lab.add_units(rows)
+        workload = plan(opts.alarms, [pid for pid, _ in rows], opts.max_pause, opts.seed)
+        for mode in modes:
+            raw[mode], results["idle"][mode] = run_mode(lab, mode, workload, opts, progress,
+                                                        problems)
+            results["modes"][mode] = {m: report.summarize(raw[mode][m]) for m in report.METRICS}
+            s = results["modes"][mode]
+            progress.phase(f"{mode}: p50 detect {report.fmt_ms(s['detect_ms']['p50'])} ms, "
+                           f"dispatch {report.fmt_ms(s['dispatch_ms']['p50'])} ms, "
+                           f"cycle {report.fmt_ms(s['cycle_ms']['p50'])} ms")
+        # the client's UPDATE round trip: the commit happens somewhere inside it
+        results["machine"]["update_round_trip_ms"] = report.summarize(
+            [v for m in modes for v in raw[m]["round_trip_ms"]])
+    if "storm" in opts.only:
+        progress.phase(f"storm: {opts.storm_units} units (write, reload, start), then one "
+                       f"UPDATE; max_concurrent_restarts = {opts.storm_concurrency}")
+        results["storm"].update(storm.run_storm(
+            lab, opts.storm_units, opts.storm_concurrency, opts.settle, SERVER_IDS["storm"],
+            progress.counter("cleared", opts.storm_units)))
+        if not results["storm"]["exactly_once"]:
+            problems.append("storm: not every unit was restarted exactly once")
+    if "detection" in opts.only:
+        progress.phase(f"detection: {opts.detect_rows} rows alarmed by one UPDATE, "
+                       "reactor watch")
+        results["storm"]["detection"] = storm.run_detection(
+            lab, opts.detect_rows, SERVER_IDS["detection"],
+            progress.counter("lines", opts.detect_rows))
+    results["machine"].update({
+        "load_average_end": [round(x, 2) for x in os.getloadavg()],
+        "duration_s": round(time.monotonic() - progress.started, 1),
+        "problems": problems,
+    })
+    return results, raw
+
+
+def _terminate(signum: int, _frame: object) -> NoReturn:
+    raise SystemExit(128 + signum)  # unwinds through every finally: the lab is cleaned up
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    progress = Progress()
+    lab = Lab(echo=opts.verbose)
+    try:
+        progress.phase(f"throwaway MariaDB and sandboxed systemd in {lab.base}")
+        try:
+            lab.start()
+        except LabUnavailable as exc:
+            print(f"benchmark cannot run here: {exc}", file=sys.stderr)
+            return EXIT_UNAVAILABLE
+        results, raw = run(lab, opts, progress)
+    except KeyboardInterrupt:
+        progress.phase("interrupted")
+        return 130
+    finally:
+        progress.phase("stopping reactors, sandboxed systemd and MariaDB")
+        lab.close()
+    opts.output.mkdir(parents=True, exist_ok=True)
+    paths = [opts.output / f"latest.{ext}" for ext in ("json", "md", "png")]
+    report.write_json(results, paths[0])
+    report.write_markdown(results, paths[1])
+    if raw:
+        report.plot(raw, results, paths[2])
+    else:
+        paths[2].unlink(missing_ok=True)  # no latency figures: no stale plot beside them
+    print("\n" + report.render(results, md=False), flush=True)
+    print("results: " + ", ".join(str(p) for p in paths if p.exists()), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

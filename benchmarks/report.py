@@ -1,0 +1,273 @@
+"""Figures -> summaries, targets, and the three result files (JSON, Markdown, PNG).
+
+The targets are benchmark outputs printed beside the figures (PASS/MISS), never assertions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MODES = ("binlog", "poll_1s", "poll_0.1s")
+METRICS = ("detect_ms", "dispatch_ms", "cycle_ms")
+METRIC_TEXT = {
+    "detect_ms": "commit -> detected",
+    "dispatch_ms": "commit -> RestartUnit issued",
+    "cycle_ms": "commit -> restarted, healthy, alarma=0 seen",
+}
+PLOT_FLOOR_MS = 0.01  # log axis: values at or below zero are drawn here
+
+
+# ------------------------------------------------------------------ statistics
+
+
+def percentile(ordered: Sequence[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default); `ordered` sorted."""
+    k = (len(ordered) - 1) * q / 100
+    lo = math.floor(k)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def summarize(values: Sequence[float]) -> dict[str, Any]:
+    """{"n", "p50", "p90", "p99", "max"} in ms, 3 decimals; None figures when n = 0."""
+    if not values:
+        return {"n": 0, "p50": None, "p90": None, "p99": None, "max": None}
+    ordered = sorted(values)
+    return {"n": len(ordered), "p50": round(percentile(ordered, 50), 3),
+            "p90": round(percentile(ordered, 90), 3), "p99": round(percentile(ordered, 99), 3),
+            "max": round(ordered[-1], 3)}
+
+
+def fmt_ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if abs(value) < 10:
+        return f"{value:.2f}"
+    if abs(value) < 1000:
+        return f"{value:.1f}"
+    return f"{value:,.0f}"
+
+
+# ------------------------------------------------------------------ targets
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    goal: str
+    figure: str
+    ok: bool | None  # None: not measured in this run
+
+    @property
+    def verdict(self) -> str:
+        return "n/a" if self.ok is None else ("PASS" if self.ok else "MISS")
+
+
+def _p50(results: dict[str, Any], mode: str, metric: str) -> float | None:
+    value = results["modes"].get(mode, {}).get(metric, {}).get("p50")
+    return None if value is None else float(value)
+
+
+def ratios(results: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+    """p50 of each poll mode / p50 of binlog, per metric."""
+    out: dict[str, dict[str, float | None]] = {}
+    for mode in MODES[1:]:
+        if mode not in results["modes"]:
+            continue
+        out[mode] = {}
+        for metric in METRICS:
+            fast, slow = _p50(results, "binlog", metric), _p50(results, mode, metric)
+            out[mode][metric] = round(slow / fast, 1) if fast and slow and fast > 0 else None
+    return out
+
+
+def targets(results: dict[str, Any]) -> list[Target]:
+    binlog = results["modes"].get("binlog", {})
+
+    def figure(metric: str, stat: str, limit: float, goal: str) -> Target:
+        value = binlog.get(metric, {}).get(stat)
+        if value is None:
+            return Target(goal, "-", None)
+        return Target(goal, f"{fmt_ms(value)} ms", value <= limit)
+
+    ratio = ratios(results).get("poll_1s", {}).get("dispatch_ms")
+    idle = results["idle"].get("binlog")
+    return [
+        figure("dispatch_ms", "p50", 3, "binlog dispatch p50 <= 3 ms"),
+        figure("dispatch_ms", "p99", 15, "binlog dispatch p99 <= 15 ms"),
+        Target("binlog dispatch p50 >= 100x lower than 1 s polling",
+               "-" if ratio is None else f"{ratio:,.0f}x", None if ratio is None else ratio >= 100),
+        figure("cycle_ms", "p50", 60, "binlog full cycle p50 <= 60 ms"),
+        Target("binlog idle: 0 queries/s between sweeps",
+               "-" if idle is None else
+               f"{idle['queries_per_s']:g} q/s ({idle['queries']} in {idle['seconds']:.0f} s)",
+               None if idle is None else idle["queries"] == 0),
+    ]
+
+
+# ------------------------------------------------------------------ text
+
+
+def _latency_rows(results: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for mode, metrics in results["modes"].items():
+        for metric in METRICS:
+            s = metrics[metric]
+            rows.append([mode, metric, str(s["n"]), fmt_ms(s["p50"]), fmt_ms(s["p90"]),
+                         fmt_ms(s["p99"]), fmt_ms(s["max"])])
+    return rows
+
+
+def _idle_rows(results: dict[str, Any]) -> list[list[str]]:
+    return [[mode, f"{v['cpu_percent']:.2f}", f"{v['queries_per_s']:g}",
+             f"{v['rss_kb'] / 1024:.1f}", f"{v.get('rss_peak_kb', 0) / 1024:.1f}",
+             f"{v['db_cpu_percent']:.2f}", f"{v['seconds']:.0f}"]
+            for mode, v in results["idle"].items()]
+
+
+def _storm_rows(results: dict[str, Any]) -> list[list[str]]:
+    storm = results["storm"]
+    rows = []
+    if "units" in storm:
+        s = storm
+        rows += [
+            ["units alarmed by one UPDATE", f"{s['units']:,}"],
+            ["max_concurrent_restarts", str(s["max_concurrent_restarts"])],
+            ["commit -> all detected", f"{fmt_ms(s['all_detected_ms'])} ms"],
+            ["commit -> all RestartUnit issued", f"{fmt_ms(s['all_restart_issued_ms'])} ms"],
+            ["commit -> all restarted", f"{fmt_ms(s['all_restarted_ms'])} ms"],
+            ["commit -> all alarma=0 (client)", f"{fmt_ms(s['all_cleared_ms'])} ms"],
+            ["restarts per second", str(s["restarts_per_s"])],
+            ["CPU s used meanwhile: reactor / mariadbd / systemd sandbox",
+             " / ".join("-" if s.get(k) is None else f"{s[k]:.2f}"
+                        for k in ("reactor_cpu_s", "mariadbd_cpu_s", "systemd_sandbox_cpu_s"))],
+            ["units restarted twice", str(s["units_restarted_twice"])],
+            ["units with a new ExecMainStartTimestamp",
+             f"{s['units_with_new_start_timestamp']:,} of {s['units']:,}"],
+            ["each unit restarted exactly once", "yes" if s["exactly_once"] else "NO"],
+        ]
+    d = storm.get("detection")
+    if d:
+        rows += [
+            ["rows alarmed by one UPDATE (`reactor watch`)", f"{d['rows']:,} ({d['seen']:,} seen)"],
+            ["commit -> last JSON line", f"{fmt_ms(d['last_line_ms'])} ms"],
+            ["commit -> last detected_at", f"{fmt_ms(d['last_detected_ms'])} ms"],
+        ]
+    return rows
+
+
+def _table(head: list[str], rows: list[list[str]], md: bool) -> str:
+    if md:
+        lines = ["| " + " | ".join(head) + " |", "|" + "|".join(" --- " for _ in head) + "|"]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join(lines)
+    widths = [max(len(x) for x in col) for col in zip(head, *rows, strict=True)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                     for r in [head, *rows])
+
+
+LATENCY_HEAD = ["mode", "metric", "n", "p50 ms", "p90 ms", "p99 ms", "max ms"]
+IDLE_HEAD = ["idle mode", "reactor CPU %", "queries/s", "RSS MiB", "peak RSS MiB",
+             "mariadbd CPU %", "window s"]
+
+
+def _ratio_text(results: dict[str, Any]) -> list[str]:
+    out = []
+    for mode, per in ratios(results).items():
+        parts = [f"{m.removesuffix('_ms')} {'-' if r is None else f'{r:,.0f}x'}"
+                 for m, r in per.items()]
+        out.append(f"{mode} p50 / binlog p50: " + ", ".join(parts))
+    return out
+
+
+def render(results: dict[str, Any], md: bool) -> str:
+    m = results["machine"]
+    parts = []
+    if md:
+        parts.append(f"Measured {m['date']} on {m['cpu_model']} ({m['cores']} cores), "
+                     f"kernel {m['kernel']}, MariaDB {m['mariadb']}, Python {m['python']}; "
+                     f"settle_time = {m['settle_time']:g} s"
+                     + (" — **quick smoke run, not representative**" if m["quick"] else "")
+                     + ". Milliseconds after the client's commit.")
+    if results["modes"]:
+        parts.append(_table(LATENCY_HEAD, _latency_rows(results), md))
+    rtt = m.get("update_round_trip_ms")
+    if rtt and rtt["n"]:
+        parts.append(
+            f"The client's UPDATE round trip (sent -> OK) was p50 {fmt_ms(rtt['p50'])} ms, "
+            f"p99 {fmt_ms(rtt['p99'])} ms, max {fmt_ms(rtt['max'])} ms: the server sends the "
+            "binlog event before it answers the client (redo log flush), so a detect_ms or "
+            "dispatch_ms can be slightly negative.")
+    ratio = _ratio_text(results)
+    if ratio:
+        parts.append("\n".join(f"- {r}" if md else r for r in ratio))
+    if results["storm"]:
+        parts.append(_table(["burst", "figure"], _storm_rows(results), md))
+    if results["idle"]:
+        parts.append(_table(IDLE_HEAD, _idle_rows(results), md))
+    parts.append(_table(["target", "measured", "result"],
+                        [[t.goal, t.figure, t.verdict] for t in targets(results)], md))
+    return "\n\n".join(parts) + "\n"
+
+
+# ------------------------------------------------------------------ files
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def write_json(results: dict[str, Any], path: Path) -> None:
+    _atomic_write(path, (json.dumps(results, indent=2) + "\n").encode())
+
+
+def write_markdown(results: dict[str, Any], path: Path) -> None:
+    _atomic_write(path, render(results, md=True).encode())
+
+
+def plot(raw: dict[str, dict[str, list[float]]], results: dict[str, Any], path: Path) -> None:
+    """Latency CDFs, one panel per metric, one line per mode, log-scale time axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    limits = {"dispatch_ms": [3.0, 15.0], "cycle_ms": [60.0]}
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(15, 4.6), sharey=True)
+    for ax, metric in zip(axes, METRICS, strict=True):
+        for mode, metrics in raw.items():
+            values = sorted(max(v, PLOT_FLOOR_MS) for v in metrics[metric])
+            if not values:
+                continue
+            ys = [i / len(values) for i in range(len(values) + 1)]
+            ax.step([values[0], *values], ys, where="post", label=f"{mode} (n={len(values)})")
+        for limit in limits.get(metric, []):
+            ax.axvline(limit, color="grey", linestyle="--", linewidth=0.8)
+            ax.text(limit, 0.03, f" target {limit:g} ms", color="grey", fontsize=8,
+                    rotation=90, va="bottom", transform=ax.get_xaxis_transform())
+        ax.set_xscale("log")
+        ax.set_ylim(0, 1.02)
+        ax.set_title(f"{metric}: {METRIC_TEXT[metric]}", fontsize=9)
+        floored = sum(1 for m in raw.values() for v in m[metric] if v <= PLOT_FLOOR_MS)
+        ax.set_xlabel("ms after the client's commit (log scale)"
+                      + (f"; {floored} value(s) <= 0 drawn at {PLOT_FLOOR_MS:g}" if floored
+                         else ""))
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("fraction of alarms")
+    axes[0].legend(loc="upper left", fontsize=8)
+    m = results["machine"]
+    fig.suptitle(f"reactor: binlog vs polling — settle_time {m['settle_time']:g} s, "
+                 f"{m['cores']} cores, {m['date']}" + (" (quick run)" if m["quick"] else ""),
+                 fontsize=10)
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    os.replace(tmp, path)

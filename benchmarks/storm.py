@@ -1,0 +1,174 @@
+"""Bursts: one UPDATE raising many alarms at once.
+
+- storm: N real units (`sleep infinity`), all alarmed by one UPDATE while `reactor run`
+  (binlog mode) is running. Times until every alarm was detected, every RestartUnit issued,
+  every unit restarted and every alarm cleared (alarma=0 seen by a client); then checks
+  that each unit was restarted exactly once: one `restart_issued` audit row per process,
+  and a new ExecMainStartTimestamp on every unit.
+- detection: N rows (no units) alarmed by one UPDATE while `reactor watch` prints one JSON
+  line per alarm; times until the last line arrived.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from benchmarks.idle import cpu_seconds
+from benchmarks.lab import Lab
+from benchmarks.workload import wait_audit
+
+Tick = Callable[[int], None]
+STORM_TIMEOUT = 900.0
+STORM_FIRST_PID = 20_001
+DETECT_FIRST_PID = 100_001
+
+
+def _cpu(lab: Lab, reactor_pid: int) -> dict[str, float | None]:
+    """CPU seconds used so far: reactor, mariadbd, and the whole systemd sandbox (systemd,
+    dbus-daemon, the units)."""
+    assert lab.server.proc is not None
+    return {"reactor_cpu_s": cpu_seconds(reactor_pid),
+            "mariadbd_cpu_s": cpu_seconds(lab.server.proc.pid),
+            "systemd_sandbox_cpu_s": lab.sandbox_cpu_seconds()}
+
+
+def _cpu_used(before: dict[str, float | None],
+              after: dict[str, float | None]) -> dict[str, float | None]:
+    used: dict[str, float | None] = {}
+    for key, start in before.items():
+        end = after[key]
+        used[key] = None if start is None or end is None else round(end - start, 3)
+    return used
+
+
+def _ms(t: float | None, since: float) -> float | None:
+    return None if t is None else round((t - since) * 1000, 3)
+
+
+def run_storm(lab: Lab, units: int, concurrency: int, settle: float, server_id: int,
+              tick: Tick) -> dict[str, Any]:
+    rows = [(STORM_FIRST_PID + i, f"bench-storm-{i:05d}") for i in range(units)]
+    lo, hi = rows[0][0], rows[-1][0]
+    names = [f"{name}.service" for _, name in rows]
+    lab.add_units(rows)
+    before = lab.unit_states(names)
+    config = lab.write_config("storm", mode="binlog", check_interval=300, server_id=server_id,
+                              settle=settle, max_concurrent=concurrency)
+    reactor = lab.start_reactor("run", "--config", str(config), ready=r"ready: mode=")
+    try:
+        mark = lab.audit_mark()
+        cpu_before = _cpu(lab, reactor.proc.pid)
+        with lab.connect() as conn, conn.cursor() as cur:
+            cur.execute("UPDATE STATUS_PROCESS SET alarma = 1 "
+                        "WHERE process_id BETWEEN %s AND %s", (lo, hi))
+            committed = time.time()
+            cleared_at: float | None = None
+            deadline = time.monotonic() + STORM_TIMEOUT
+            while time.monotonic() < deadline:
+                cur.execute("SELECT COUNT(*) FROM STATUS_PROCESS WHERE alarma = 1 "
+                            "AND process_id BETWEEN %s AND %s", (lo, hi))
+                left = int(cur.fetchone()[0])
+                if left == 0:
+                    cleared_at = time.time()
+                    break
+                tick(units - left)
+                time.sleep(0.01)
+        tick(units)
+        cpu_used = _cpu_used(cpu_before, _cpu(lab, reactor.proc.pid))
+        pids = [pid for pid, _ in rows]
+        wait_audit(lab, mark, pids, {"detected": units, "cleared": units})
+    finally:
+        lab.stop_reactor(reactor)
+    audit = lab.query(
+        "SELECT step, COUNT(*), COUNT(DISTINCT process_id), MIN(at), MAX(at) FROM REACTOR_AUDIT "
+        "WHERE id > %s AND process_id BETWEEN %s AND %s GROUP BY step", (mark, lo, hi))
+    steps = {str(s): (int(n), int(d), first.timestamp(), last.timestamp())
+             for s, n, d, first, last in audit}
+    twice = lab.query(
+        "SELECT COUNT(*) FROM (SELECT process_id FROM REACTOR_AUDIT WHERE id > %s AND "
+        "step = 'restart_issued' AND process_id BETWEEN %s AND %s GROUP BY process_id "
+        "HAVING COUNT(*) > 1) t", (mark, lo, hi))[0][0]
+    after = lab.unit_states(names)
+    new_start = sum(1 for u in names
+                    if after[u].exec_main_start_us > before[u].exec_main_start_us)
+    active = sum(1 for u in names if after[u].active_state == "active")
+
+    def last(step: str) -> float | None:
+        return _ms(steps[step][3], committed) if step in steps else None
+
+    def count(step: str) -> int:
+        return steps[step][0] if step in steps else 0
+
+    issued_units = steps["restart_issued"][1] if "restart_issued" in steps else 0
+    done_s = (cleared_at - committed) if cleared_at is not None else None
+    return {
+        "units": units,
+        "max_concurrent_restarts": concurrency,
+        "settle_time": settle,
+        "first_detected_ms": _ms(steps["detected"][2], committed) if "detected" in steps
+        else None,
+        "all_detected_ms": last("detected"),
+        "all_restart_issued_ms": last("restart_issued"),
+        "all_restarted_ms": last("restarted"),
+        "all_cleared_ms": _ms(cleared_at, committed),
+        "restarts_per_s": round(units / done_s, 1) if done_s else None,
+        **cpu_used,
+        "detected": count("detected"),
+        "restart_issued": count("restart_issued"),
+        "units_restart_issued": issued_units,
+        "units_restarted_twice": int(twice),
+        "units_with_new_start_timestamp": new_start,
+        "units_active_after": active,
+        "health_failed": count("health_failed"),
+        "restart_failed": count("restart_failed"),
+        "cleared": count("cleared"),
+        "exactly_once": (int(twice) == 0 and issued_units == units and new_start == units),
+    }
+
+
+def run_detection(lab: Lab, rows_count: int, server_id: int, tick: Tick) -> dict[str, Any]:
+    rows = [(DETECT_FIRST_PID + i, f"bench-detect-{i:06d}") for i in range(rows_count)]
+    lo, hi = rows[0][0], rows[-1][0]
+    lab.add_rows(rows)
+    config = lab.write_config("detect", mode="binlog", check_interval=300,
+                              server_id=server_id, settle=0)
+    watch = lab.start_reactor("watch", "--config", str(config), ready="watching for alarms")
+    try:
+        with lab.connect() as conn, conn.cursor() as cur:
+            cur.execute("UPDATE STATUS_PROCESS SET alarma = 1 "
+                        "WHERE process_id BETWEEN %s AND %s", (lo, hi))
+            committed = time.time()
+        seen: set[int] = set()
+        first_line = last_line = None
+        detected: list[float] = []
+        deadline = time.monotonic() + max(60.0, rows_count / 100)
+        while len(seen) < rows_count and time.monotonic() < deadline:
+            try:
+                line = watch.line(timeout=max(1.0, deadline - time.monotonic()))
+            except AssertionError:  # nothing more within the deadline: report what was seen
+                break
+            now = time.time()
+            alarm = json.loads(line)
+            pid = int(alarm["process_id"])
+            if lo <= pid <= hi and pid not in seen:
+                seen.add(pid)
+                detected.append(float(alarm["detected_at"]))
+                first_line = first_line or now
+                last_line = now
+                if len(seen) % max(1, rows_count // 100) == 0:
+                    tick(len(seen))
+        tick(len(seen))
+    finally:
+        lab.stop_reactor(watch)
+    return {
+        "rows": rows_count,
+        "seen": len(seen),
+        "first_line_ms": _ms(first_line, committed),
+        "last_line_ms": _ms(last_line, committed),
+        "last_detected_ms": _ms(max(detected), committed) if detected else None,
+        "rows_per_s": round(len(seen) / (last_line - committed), 1)
+        if last_line and last_line > committed else None,
+    }
