@@ -62,7 +62,7 @@ class Daemon:
         where = f" at {self.monitor.position}" if self.monitor.position else ""
         return (f"mode={self.monitor.mode}{where}; alarms={self.intake.delivered} "
                 f"restarted={c.restarted} failed={c.failed} refused={c.refused} "
-                f"in_flight={self.pipeline.in_flight}")
+                f"coalesced={c.coalesced} in_flight={self.pipeline.in_flight}")
 
     async def serve(self) -> int:
         """Run until stop(). Raises the start-up errors (database, server, bus) to the CLI."""

@@ -14,8 +14,10 @@ a note saying why, and lets a later sweep retry it; a refusal (unknown id, bad o
 name) is noted and not retried until the row changes; an open breaker is noted and a trial
 is scheduled for when it half-opens.
 
-Error handling: a cycle never raises; an unexpected exception in one cycle is logged with
-its traceback and that process's alarm stays set. Cancellation (shutdown) propagates.
+Error handling: a cycle never raises. An unexpected exception during the attempts is
+logged with its traceback and recorded like any failure (note, audit step 'error',
+breaker, retried by a later sweep); one elsewhere in the cycle is logged and the alarm,
+still set, is left to the next sweep. Cancellation (shutdown) propagates.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import asyncio
 import itertools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from loguru import logger
 
@@ -51,7 +53,6 @@ class Slot:
     alarm: Alarm
     issued: bool = False  # the restart of the current cycle has been issued
     again: Alarm | None = None  # an alarm raised after that: one more cycle
-    coalesced: int = 0
 
 
 @dataclass
@@ -61,8 +62,7 @@ class Counters:
     failed: int = 0
     refused: int = 0
     skipped: int = 0
-    coalesced: int = 0
-    last: dict[str, float] = field(default_factory=dict)
+    coalesced: int = 0  # alarms that joined a cycle already in flight
 
 
 class Pipeline:
@@ -107,7 +107,6 @@ class Pipeline:
             if slot.issued:
                 slot.again = alarm
             else:
-                slot.coalesced += 1
                 self.counters.coalesced += 1
             return
         slot = Slot(alarm)
@@ -220,7 +219,6 @@ class Pipeline:
             log.error("restart of {} failed: {}", unit, reason)
             await self.store.note(pid, f"restart failed {hhmmss(now)}: {reason}")
             await self._breaker_result(target, False, step)
-        self.counters.last[target.name] = now
         self.settle(pid)
 
     async def _attempts(self, target: Target, slot: Slot,

@@ -169,8 +169,9 @@ class StateFile:
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            if os.geteuid() == 0:  # root running a command for the service: keep its owner
-                owner = os.stat(self.path.parent)
+            owner = os.stat(self.path.parent)
+            if os.geteuid() == 0 and (owner.st_uid, owner.st_gid) != (0, os.getegid()):
+                # root running a command for the service: the file stays the service's
                 os.fchown(fd, owner.st_uid, owner.st_gid)
             os.write(fd, payload)
             os.fsync(fd)

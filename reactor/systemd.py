@@ -49,7 +49,12 @@ JOB_MATCH = (f"type='signal',sender='{SD}',path='{SD_PATH}',interface='{MANAGER}
 _UNIT_PROPS = ((UNIT_IFACE, "LoadState"), (UNIT_IFACE, "ActiveState"), (UNIT_IFACE, "SubState"))
 _SERVICE_PROPS = ((SERVICE_IFACE, "Result"), (SERVICE_IFACE, "MainPID"),
                   (SERVICE_IFACE, "NRestarts"), (SERVICE_IFACE, "ExecMainStartTimestamp"))
-EARLY_RESULTS_KEPT = 4096  # JobRemoved results kept for replies still on their way
+EARLY_RESULTS_KEPT = 4096
+# dbus-fast tears the connection down when a send hits EAGAIN (a full socket buffer;
+# upstream python-dbus-next#153, inherited by dbus-fast). A Unix socket buffer holds a few
+# hundred small messages, which a storm of restarts and health checks can queue: calls
+# in flight are bounded well below that.
+MAX_CALLS_IN_FLIGHT = 64  # JobRemoved results kept for replies still on their way
 
 _NOT_FOUND = {f"{SD}.NoSuchUnit", f"{SD}.LoadFailed"}
 _TRANSIENT = {
@@ -115,7 +120,7 @@ class Systemd:
         self._connecting: asyncio.Lock | None = None
         self._waiting: dict[str, asyncio.Future[str]] = {}
         self._early: OrderedDict[str, str] = OrderedDict()
-        self.reconnects = 0
+        self._in_flight = asyncio.Semaphore(MAX_CALLS_IN_FLIGHT)
 
     # ------------------------------------------------------------------ connection
 
@@ -223,7 +228,7 @@ class Systemd:
         msg = Message(destination=dest, path=path, interface=iface, member=member,
                       signature=signature, body=body or [])
         try:
-            async with asyncio.timeout(self.cfg.call_timeout):
+            async with asyncio.timeout(self.cfg.call_timeout), self._in_flight:
                 reply = await bus.call(msg)
         except TimeoutError:
             raise CallTimeout(f"{member}: no answer within {self.cfg.call_timeout:g} s") from None

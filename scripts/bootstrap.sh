@@ -1,13 +1,15 @@
 #!/bin/sh
 # Install what the demo, the tests and the benchmarks need: Debian/Ubuntu packages
-# (MariaDB server and client, systemd, D-Bus, man), then a virtualenv in .venv with reactor.
+# (MariaDB server and client, systemd, D-Bus, man; polkitd and nodejs to test the polkit
+# rule in systemd/), then a virtualenv in .venv with reactor.
 # Safe to run again: it installs only what is missing.
 set -eu
 cd "$(dirname "$0")/.."
 
 need=""
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
-for pkg in mariadb-server mariadb-client systemd dbus util-linux man-db groff-base python3-venv; do
+for pkg in mariadb-server mariadb-client systemd dbus util-linux man-db groff-base python3-venv \
+           polkitd nodejs; do
   have "$pkg" || need="$need $pkg"
 done
 if [ -n "$need" ]; then

@@ -30,6 +30,11 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 _INSIDE = r"""
 set -e
 mount -t tmpfs tmpfs /run/systemd && mkdir -p /run/systemd/system
+# what PID 1 creates at boot: the nodes ProtectHome=, InaccessiblePaths= ... mount over paths
+mkdir /run/systemd/inaccessible && cd /run/systemd/inaccessible
+touch reg && mkdir dir && mkfifo fifo && mknod chr c 0 0 && mknod blk b 0 0
+python3 -c 'import socket; socket.socket(socket.AF_UNIX).bind("sock")'
+chmod 0 reg dir fifo chr blk sock && cd /
 mount -t tmpfs tmpfs /sys/fs/cgroup
 for c in $V1; do mkdir /sys/fs/cgroup/$c; mount -t cgroup -o $c cgroup /sys/fs/cgroup/$c; done
 mkdir /sys/fs/cgroup/systemd; mount -t cgroup -o none,name=systemd cgroup /sys/fs/cgroup/systemd
