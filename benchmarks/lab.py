@@ -16,6 +16,7 @@ from typing import Any
 import pymysql
 
 from reactor.config import SystemdConfig
+from reactor.lab import client
 from reactor.lab.mariadb import MariaDB
 from reactor.lab.proc import ReactorProcess
 from reactor.lab.sandbox import CGROUP_ROOT, SystemdSandbox
@@ -37,12 +38,13 @@ class Lab:
         self.db: MariaDB | None = None
         self.sbx: SystemdSandbox | None = None
         self.reactors: list[ReactorProcess] = []
+        self.database: dict[str, Any] = {}  # the [database] settings of the reactor account
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> Lab:
         self.db = MariaDB(self.base / "db").start()
-        self.db.setup_reactor_schema(password=PASSWORD, samples=False)
+        self.database = self.db.setup_reactor_schema(password=PASSWORD, samples=False)
         self.sbx = SystemdSandbox(self.base / "systemd").start()
         return self
 
@@ -79,8 +81,7 @@ class Lab:
                      settle: float, max_concurrent: int = 32) -> Path:
         path = self.base / f"{name}.ini"
         sections: dict[str, dict[str, object]] = {
-            "database": {"host": "127.0.0.1", "port": self.server.port, "user": "reactor",
-                         "password": PASSWORD, "database": DB, "server_id": server_id},
+            "database": {**self.database, "server_id": server_id},
             "monitor": {"mode": mode, "check_interval": check_interval,
                         "state_file": self.base / f"{name}-state.json",
                         "max_concurrent_restarts": max_concurrent},
@@ -89,10 +90,7 @@ class Lab:
             "process.default": {"settle_time": settle, "health_check_timeout": 5,
                                 "restart_delay": 0.5, "max_attempts": 2},
         }
-        path.write_text("".join(
-            f"[{section}]\n" + "".join(f"{k} = {v}\n" for k, v in values.items()) + "\n"
-            for section, values in sections.items()))
-        path.chmod(0o600)
+        client.write_config(path, sections)
         return path
 
     def start_reactor(self, *args: str, ready: str) -> ReactorProcess:
@@ -172,14 +170,12 @@ async def _start_units(address: str, units: list[str]) -> dict[str, str]:
 
 async def _unit_states(address: str, units: list[str]) -> dict[str, UnitState]:
     sd = _client(address)
-    sem = asyncio.Semaphore(DBUS_CONCURRENCY)
-
-    async def one(unit: str) -> tuple[str, UnitState]:
-        async with sem:
-            return unit, await sd.unit_state(unit)
-
     try:
         await sd.connect()
-        return dict(await asyncio.gather(*(one(u) for u in units)))
+        states = await sd.unit_states(units)
     finally:
         await sd.close()
+    for unit, state in states.items():
+        if not isinstance(state, UnitState):
+            raise RuntimeError(f"cannot read {unit}: {state}")
+    return {u: s for u, s in states.items() if isinstance(s, UnitState)}

@@ -5,6 +5,7 @@ The targets are benchmark outputs printed beside the figures (PASS/MISS), never 
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -12,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from reactor.admin import table
 
 MODES = ("binlog", "poll_1s", "poll_0.1s")
 METRICS = ("detect_ms", "dispatch_ms", "cycle_ms")
@@ -166,9 +169,9 @@ def _table(head: list[str], rows: list[list[str]], md: bool) -> str:
         lines = ["| " + " | ".join(head) + " |", "|" + "|".join(" --- " for _ in head) + "|"]
         lines += ["| " + " | ".join(r) + " |" for r in rows]
         return "\n".join(lines)
-    widths = [max(len(x) for x in col) for col in zip(head, *rows, strict=True)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                     for r in [head, *rows])
+    out = io.StringIO()
+    table(head, rows, out)
+    return out.getvalue().rstrip("\n")
 
 
 LATENCY_HEAD = ["mode", "metric", "n", "p50 ms", "p90 ms", "p99 ms", "max ms"]

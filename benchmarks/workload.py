@@ -20,14 +20,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import pymysql.cursors
-
 from benchmarks.lab import Lab
+from reactor.lab import client
 
 RAISE_SQL = "UPDATE STATUS_PROCESS SET alarma = 1 WHERE process_id = %s AND alarma = 0"
 RESET_SQL = "UPDATE STATUS_PROCESS SET alarma = 0 WHERE process_id = %s"
-READ_SQL = "SELECT alarma FROM STATUS_PROCESS WHERE process_id = %s"
-CLEAR_POLL = 0.0005  # seconds between the client's reads of the row
 AUDIT_WAIT = 15.0  # seconds to wait for the reactor's batched audit rows
 
 Tick = Callable[[int], None]
@@ -55,18 +52,6 @@ def plan(count: int, pids: list[int], max_pause: float, seed: int) -> list[Plann
     return [PlannedAlarm(rng.choice(pids), rng.uniform(0.0, max_pause)) for _ in range(count)]
 
 
-def wait_cleared(cur: pymysql.cursors.Cursor, pid: int, timeout: float) -> float | None:
-    """Read the row every CLEAR_POLL s on an open connection; when alarma=0 was first seen."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        cur.execute(READ_SQL, (pid,))
-        row = cur.fetchone()
-        if row is not None and row[0] == 0:
-            return time.time()
-        time.sleep(CLEAR_POLL)
-    return None
-
-
 def run_alarms(lab: Lab, alarms: list[PlannedAlarm], timeout: float, tick: Tick) -> list[Sample]:
     """Raise each alarm and wait until the reactor has cleared it (or `timeout`)."""
     samples: list[Sample] = []
@@ -79,7 +64,7 @@ def run_alarms(lab: Lab, alarms: list[PlannedAlarm], timeout: float, tick: Tick)
             committed = time.time()
             if changed != 1:
                 raise RuntimeError(f"process {alarm.pid} was already in alarm")
-            cleared = wait_cleared(rcur, alarm.pid, timeout)
+            cleared = client.wait_cleared(rcur, alarm.pid, timeout)
             if cleared is None:
                 wcur.execute(RESET_SQL, (alarm.pid,))  # so that the next alarm is a 0->1
             samples.append(Sample(alarm.pid, sent, committed, cleared))

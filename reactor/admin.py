@@ -74,15 +74,9 @@ async def _unit_states(config: Config, units: list[str]) -> dict[str, str]:
     sd = Systemd(config.systemd)
     try:
         await sd.connect()
-        states: dict[str, str] = {}
-        for unit in units:
-            try:
-                st = await sd.unit_state(unit)
-                states[unit] = (f"{st.active_state}/{st.sub_state}" if st.exists
-                                else "not-found")
-            except ReactorError as exc:
-                states[unit] = f"? ({type(exc).__name__})"
-        return states
+        return {unit: f"? ({type(st).__name__})" if isinstance(st, ReactorError)
+                else f"{st.active_state}/{st.sub_state}" if st.exists else "not-found"
+                for unit, st in (await sd.unit_states(units)).items()}
     except ReactorError as exc:
         return dict.fromkeys(units, f"? (bus: {exc})"[:60])
     finally:

@@ -111,7 +111,7 @@ class BinlogSource:
     async def run(self) -> None:
         """Run sessions until stop(); never returns on a server failure, only retries."""
         self._loop = asyncio.get_running_loop()
-        undecodable: list[Checkpoint | None] = []
+        undecodable: tuple[Checkpoint | None, int] = (None, 0)  # position, failures there
         try:
             while not self._stopping.is_set():
                 try:
@@ -127,9 +127,11 @@ class BinlogSource:
                     if self._stopping.is_set():
                         break
                     if isinstance(exc, _Undecodable):
-                        undecodable.append(self.position)
-                        if undecodable.count(self.position) >= UNDECODABLE_RETRIES:
-                            undecodable.clear()
+                        where, count = undecodable
+                        count = count + 1 if where == self.position else 1
+                        undecodable = (self.position, count)
+                        if count >= UNDECODABLE_RETRIES:
+                            undecodable = (None, 0)
                             self._on_position_lost(BinlogPositionLost(str(exc)))
                             continue
                     delay = self.backoff.next()

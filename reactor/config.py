@@ -476,7 +476,7 @@ def permission_warnings(path: str | os.PathLike[str], config: Config) -> list[st
 
 
 def with_overrides(config: Config, **sections: dict[str, Any]) -> Config:
-    """A copy of config with some fields of some sections replaced (tests, benchmarks)."""
+    """A copy of config with some fields of some sections replaced."""
     changes: dict[str, Any] = {}
     for name, fields in sections.items():
         changes[name] = replace(getattr(config, name), **fields)

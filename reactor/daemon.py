@@ -4,8 +4,9 @@
     run:      one TaskGroup owns the pipeline, the audit writer, the sources (monitor)
               and the heartbeat (watchdog pings + STATUS=); READY=1 once the first sweep
               after the source connected is done and the bus is connected
-    stop:     SIGTERM/SIGINT -> stop intake -> drain in-flight cycles (shutdown_timeout)
-              -> flush audit rows -> save the checkpoint -> close database and bus
+    stop:     SIGTERM/SIGINT -> stop intake (the source's last boundary becomes the
+              checkpoint) -> drain in-flight cycles (shutdown_timeout) -> flush audit rows
+              -> close bus and database -> write the state file
 
 Lifecycle lines are fixed strings (tests and operators grep for them):
     "reactor {version} starting", "ready: ...", "stopping: intake closed",
@@ -15,7 +16,9 @@ Lifecycle lines are fixed strings (tests and operators grep for them):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
 from loguru import logger
 
@@ -49,7 +52,6 @@ class Daemon:
         )
         self.monitor = Monitor(config, self.database, self.state, self.intake)
         self._stop = asyncio.Event()
-        self.started_at = time.monotonic()
 
     def _submit(self, alarm: Alarm) -> None:
         self.pipeline.submit(alarm)
@@ -64,64 +66,61 @@ class Daemon:
                 f"restarted={c.restarted} failed={c.failed} refused={c.refused} "
                 f"coalesced={c.coalesced} in_flight={self.pipeline.in_flight}")
 
-    async def serve(self) -> int:
-        """Run until stop(). Raises the start-up errors (database, server, bus) to the CLI."""
-        logger.info("reactor {} starting (config {})", __version__, self.config.path)
+    @contextlib.asynccontextmanager
+    async def _opened(self, doing: str, *,
+                      check_server: bool) -> AsyncIterator[asyncio.TaskGroup]:
+        """The state file held, (the server checked,) the bus connected and the pipeline
+        taking cycles; on the way out, audit rows flushed and everything closed again."""
+        logger.info("reactor {} {} (config {})", __version__, doing, self.config.path)
         self.state.acquire()
         try:
-            mode = await self.monitor.choose_mode()
+            if check_server:
+                await self.monitor.choose_mode()
             await self.systemd.connect()
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.pipeline.run(), name="pipeline")
-                tg.create_task(self.store.run(), name="audit")
                 await self.pipeline.started.wait()
-                source = tg.create_task(self.monitor.run(), name="sources")
-                beat = tg.create_task(self._heartbeat(), name="heartbeat")
-                await self._until_ready(source)
-                if self.monitor.ready.is_set():
-                    logger.info("ready: mode={} bus={} position={}", mode,
-                                self.systemd.describe(), self.monitor.position or "-")
-                    self.notifier.ready(self.status_line())
-                await self._stop.wait()
-                logger.info("stopping: intake closed")
-                self.notifier.stopping("stopping: finishing in-flight restarts")
-                self.monitor.stop()
-                await source
+                yield tg
                 self.pipeline.close()
-                self.store.stop()
-                beat.cancel()
             await self.store.flush()
-            logger.info("stopped: {} cycle(s) run, {} cancelled", self.pipeline.counters.cycles,
-                        self.pipeline.cancelled)
-            return 0
         finally:
             self.monitor.stop()
             await self.systemd.close()
             self.database.close()
             self.state.close()
 
+    async def serve(self) -> int:
+        """Run until stop(). Raises the start-up errors (database, server, bus) to the CLI."""
+        async with self._opened("starting", check_server=True) as tg:
+            tg.create_task(self.store.run(), name="audit")
+            source = tg.create_task(self.monitor.run(), name="sources")
+            beat = tg.create_task(self._heartbeat(), name="heartbeat")
+            await self._until_ready(source)
+            if self.monitor.ready.is_set():
+                logger.info("ready: mode={} bus={} position={}", self.monitor.mode,
+                            self.systemd.describe(), self.monitor.position or "-")
+                self.notifier.ready(self.status_line())
+            await self._stop.wait()
+            logger.info("stopping: intake closed")
+            self.notifier.stopping("stopping: finishing in-flight restarts")
+            self.monitor.stop()
+            await source
+            self.store.stop()
+            beat.cancel()
+        logger.info("stopped: {} cycle(s) run, {} cancelled", self.pipeline.counters.cycles,
+                    self.pipeline.cancelled)
+        return 0
+
     async def sweep_once(self) -> int:
         """One sweep, every alarm found handled to the end; the number of failed cycles."""
-        logger.info("reactor {} sweeping once (config {})", __version__, self.config.path)
-        self.state.acquire()
-        try:
-            await self.systemd.connect()
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self.pipeline.run(), name="pipeline")
-                await self.pipeline.started.wait()
-                found = await self.monitor.sweep(Source.SWEEP)
-                logger.info("sweep found {} alarm(s)", found)
-                await self.pipeline.wait_idle()
-                self.pipeline.close()
-            await self.store.flush()
-            c = self.pipeline.counters
-            logger.info("sweep done: {} restarted, {} failed, {} refused, {} skipped",
-                        c.restarted, c.failed, c.refused, c.skipped)
-            return c.failed + c.refused + c.skipped
-        finally:
-            await self.systemd.close()
-            self.database.close()
-            self.state.close()
+        async with self._opened("sweeping once", check_server=False):
+            found = await self.monitor.sweep(Source.SWEEP)
+            logger.info("sweep found {} alarm(s)", found)
+            await self.pipeline.wait_idle()
+        c = self.pipeline.counters
+        logger.info("sweep done: {} restarted, {} failed, {} refused, {} skipped",
+                    c.restarted, c.failed, c.refused, c.skipped)
+        return c.failed + c.refused + c.skipped
 
     async def _until_ready(self, source: asyncio.Task[None]) -> None:
         ready = asyncio.ensure_future(self.monitor.ready.wait())

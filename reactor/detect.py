@@ -91,6 +91,11 @@ class AlarmTracker:
                 self._settled.discard(pid)
         return deliver
 
+    def forget(self, pid: int) -> None:
+        """The alarm could not be handed over after all: a later sweep delivers it."""
+        self._delivered.discard(pid)
+        self._settled.discard(pid)
+
     def settle(self, pid: int) -> None:
         """The consumer is done with this alarm; a later sweep may deliver it again."""
         if pid in self._delivered:

@@ -1,6 +1,6 @@
 """Records passed between the stages of the event path.
 
-    source (binlog | poll | sweep) --Alarm--> pipeline --Outcome--> store
+    source (binlog | poll | sweep) --RowChange / rows--> intake --Alarm--> pipeline
 """
 
 from __future__ import annotations

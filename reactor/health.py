@@ -102,8 +102,6 @@ async def _unit_settled(unit: str, systemd: Systemd, settle: float) -> str | Non
     if first.active_state != "active":
         return f"{unit} is {first.active_state}/{first.sub_state}" + (
             f" ({first.result})" if first.result and first.result != "success" else "")
-    if settle <= 0:
-        return None
     await asyncio.sleep(settle)
     then = await systemd.unit_state(unit)
     if then.active_state != "active" or then.main_pid != first.main_pid \
@@ -114,12 +112,12 @@ async def _unit_settled(unit: str, systemd: Systemd, settle: float) -> str | Non
 
 
 async def _process_settled(name: str, settle: float) -> str | None:
-    found = procs.find(name)
+    found = await asyncio.to_thread(procs.find, name)
     if not found:
         return f"no process named {name}"
     if settle > 0:
         await asyncio.sleep(settle)
-        if not procs.find(name):
+        if not await asyncio.to_thread(procs.find, name):
             return f"{name} exited within {settle:g} s"
     return None
 

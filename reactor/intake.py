@@ -17,7 +17,7 @@ from loguru import logger
 from reactor import db as queries
 from reactor.db import Database
 from reactor.detect import AlarmTracker
-from reactor.errors import TransientError
+from reactor.errors import ReactorError
 from reactor.events import Alarm, RowChange, Source
 from reactor.state import Checkpoint
 
@@ -41,6 +41,7 @@ class Intake:
         self._lookups: set[asyncio.Task[None]] = set()
 
     def _deliver(self, alarm: Alarm) -> None:
+        """Emit, after looking the name up when the stream's cache lacks it."""
         if alarm.process_name is None and self.database is not None:
             task = asyncio.get_running_loop().create_task(self._resolve_then_emit(alarm))
             self._lookups.add(task)
@@ -51,11 +52,14 @@ class Intake:
 
     async def _resolve_then_emit(self, alarm: Alarm) -> None:
         assert self.database is not None
-        name: str | None = None
         try:
             name = await self.database.call(queries.fetch_name, alarm.process_id)
-        except TransientError as exc:
-            logger.warning("cannot look up process {}: {}", alarm.process_id, exc)
+        except ReactorError as exc:
+            # not delivered after all: the next sweep finds it (with its name, or none)
+            logger.warning("cannot look up process {} ({}); left to the next sweep",
+                           alarm.process_id, exc)
+            self.tracker.forget(alarm.process_id)
+            return
         if name is not None:
             self.names[alarm.process_id] = name
             alarm = Alarm(alarm.process_id, name, alarm.source, alarm.detected_at,
@@ -95,8 +99,11 @@ class Intake:
             if name is not None:
                 self.names[pid] = name
         fresh = self.tracker.sweep((pid for pid, _ in rows), started)
+        names = dict(rows)
         for pid in fresh:
-            self._deliver(Alarm(pid, self.names.get(pid), source))
+            # the sweep's LEFT JOIN already answered: a None name is an unknown process
+            self.delivered += 1
+            self.emit(Alarm(pid, names[pid], source))
         return len(fresh)
 
     def settle(self, pid: int) -> None:

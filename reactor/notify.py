@@ -21,10 +21,6 @@ class Notifier:
         mine = not pid or pid == str(os.getpid())
         self.watchdog_interval = int(usec) / 1e6 / 2 if usec.isdigit() and mine else 0.0
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self.address)
-
     def send(self, *fields: str) -> None:
         if not self.address:
             return

@@ -52,6 +52,7 @@ class Slot:
 
     alarm: Alarm
     issued: bool = False  # the restart of the current cycle has been issued
+    issued_attempt: int = 0  # the attempt whose restart_issued step was recorded
     again: Alarm | None = None  # an alarm raised after that: one more cycle
 
 
@@ -67,15 +68,13 @@ class Counters:
 
 class Pipeline:
     def __init__(self, config: Config, systemd: Systemd, store: Store, state: StateFile, *,
-                 settle: Callable[[int], None], is_active: Callable[[int], bool],
-                 resubmit: Callable[[Alarm], None] | None = None) -> None:
+                 settle: Callable[[int], None], is_active: Callable[[int], bool]) -> None:
         self.config = config
         self.systemd = systemd
         self.store = store
         self.state = state
         self.settle = settle
         self.is_active = is_active
-        self.resubmit = resubmit or self.submit
         self.counters = Counters()
         self.breakers = {k: Breaker.from_json(v) for k, v in state.breakers().items()}
         self._slots: dict[int, Slot] = {}
@@ -152,8 +151,10 @@ class Pipeline:
         try:
             alarm: Alarm | None = slot.alarm
             while alarm is not None:
-                await self._cycle(alarm, slot)
-                alarm, slot.again, slot.issued = slot.again, None, False
+                done = await self._cycle(alarm, slot)
+                alarm, slot.again, slot.issued, slot.issued_attempt = slot.again, None, False, 0
+            if done:  # only now: a sweep may bring the alarm back if it is still set
+                self.settle(pid)
         except Exception:  # a bug outside the attempts (store, breaker): keep the others going
             logger.exception("cycle for process {} failed unexpectedly; its alarm stays set",
                              pid)
@@ -163,7 +164,10 @@ class Pipeline:
             if not self._slots:
                 self._idle.set()
 
-    async def _cycle(self, alarm: Alarm, slot: Slot) -> None:
+    async def _cycle(self, alarm: Alarm, slot: Slot) -> bool:
+        """One cycle. True when it acted (a later sweep may retry a failure); False when
+        it was refused or the breaker is open (not retried until the row changes or the
+        breaker's trial)."""
         pid = alarm.process_id
         cycle = next(self._ids)
         self.counters.cycles += 1
@@ -187,12 +191,12 @@ class Pipeline:
             log.warning("alarm refused: {}", exc)
             step("refused", str(exc))
             await self.store.note(pid, f"refused {hhmmss(time.time())}: {exc}")
-            return
+            return False
         unit = target.unit
         log = log.bind(unit=unit)
 
         if not await self._breaker_allows(target, alarm, step):
-            return
+            return False
 
         try:
             ok, reason, method = await self._attempts(target, slot, step)
@@ -208,10 +212,15 @@ class Pipeline:
             if slot.again is not None:
                 await self.store.note(pid, note + "; raised again")
                 step("not_cleared", "raised again after the restart: one more cycle", unit)
-            elif await self.store.clear(pid, note):
-                step("cleared", note, unit)
             else:
-                step("not_cleared", "alarm no longer set", unit)
+                cleared = await self.store.clear(pid, note)
+                if cleared:
+                    step("cleared", note, unit)
+                elif cleared is None:
+                    step("not_cleared", "database unavailable: the alarm stays set, a later "
+                                        "sweep retries", unit)
+                else:
+                    step("not_cleared", "alarm no longer set", unit)
             log.info("restarted {} in {:.1f} ms ({})", unit, elapsed_ms, method)
             await self._breaker_result(target, True, step)
         else:
@@ -219,7 +228,7 @@ class Pipeline:
             log.error("restart of {} failed: {}", unit, reason)
             await self.store.note(pid, f"restart failed {hhmmss(now)}: {reason}")
             await self._breaker_result(target, False, step)
-        self.settle(pid)
+        return True
 
     async def _attempts(self, target: Target, slot: Slot,
                         step: Callable[..., None]) -> tuple[bool, str, str]:
@@ -242,8 +251,12 @@ class Pipeline:
         reason = ""
         for n in range(1, s.max_attempts + 1):
             def issued(n: int = n) -> None:
-                slot.issued = True
-                step("restart_issued", f"attempt {n}/{s.max_attempts}", unit)
+                """The attempt's first restart action is about to be sent (a fallback within
+                the attempt, such as the process strategy, is not a new one)."""
+                if slot.issued_attempt != n:
+                    slot.issued_attempt = n
+                    slot.issued = True
+                    step("restart_issued", f"attempt {n}/{s.max_attempts}", unit)
 
             async with self._sem:
                 attempt = await restarts.restart(target, self.systemd, issued)
@@ -265,9 +278,10 @@ class Pipeline:
 
     # ------------------------------------------------------------------ breaker
 
-    def _limits(self) -> dict[str, float]:
+    def _transition(self, b: Breaker, event: Event) -> Breaker:
         m = self.config.monitor
-        return {"max_failures": m.max_restart_failures, "reset_time": m.circuit_reset_time}
+        return transition(b, event, time.time(), max_failures=m.max_restart_failures,
+                          reset_time=m.circuit_reset_time)
 
     def _save_breaker(self, name: str, b: Breaker) -> None:
         self.breakers[name] = b
@@ -277,8 +291,8 @@ class Pipeline:
     async def _breaker_allows(self, target: Target, alarm: Alarm,
                               step: Callable[..., None]) -> bool:
         before = self.breakers.get(target.name, Breaker())
-        after = transition(before, Event.ALARM, time.time(), **self._limits())  # type: ignore[arg-type]
-        if after.state is State.OPEN:
+        after = self._transition(before, Event.ALARM)
+        if not after.allows:
             self.counters.skipped += 1
             until = hhmmss(after.until)
             step("skipped", f"breaker open until {until}", target.unit)
@@ -295,8 +309,7 @@ class Pipeline:
 
     async def _breaker_result(self, target: Target, ok: bool, step: Callable[..., None]) -> None:
         before = self.breakers.get(target.name, Breaker())
-        after = transition(before, Event.SUCCESS if ok else Event.FAILURE, time.time(),
-                           **self._limits())  # type: ignore[arg-type]
+        after = self._transition(before, Event.SUCCESS if ok else Event.FAILURE)
         if after == before:
             return
         if after.state is State.OPEN:
@@ -320,6 +333,6 @@ class Pipeline:
         def trial() -> None:
             self._trials.pop(pid, None)
             if self.is_active(pid) and pid not in self._slots:
-                self.resubmit(Alarm(pid, alarm.process_name, alarm.source))
+                self.submit(Alarm(pid, alarm.process_name, alarm.source))
 
         self._trials[pid] = loop.call_later(max(0.0, until - time.time()) + 0.01, trial)

@@ -28,7 +28,8 @@ class ProcRef:
     start_ticks: int  # field 22 of /proc/PID/stat: identifies this process, not just its PID
 
 
-def _stat_start(pid: int) -> int | None:
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state letter, start time in ticks) from /proc/PID/stat; None when it is gone."""
     try:
         with open(f"{PROC}/{pid}/stat", "rb") as f:
             data = f.read()
@@ -37,61 +38,47 @@ def _stat_start(pid: int) -> int | None:
     # comm may hold spaces and parentheses: the fields after the last ')' are fixed
     fields = data[data.rfind(b")") + 2:].split()
     try:
-        return int(fields[19])
+        return fields[0].decode(), int(fields[19])
     except (IndexError, ValueError):
         return None
 
 
-def _names(pid: int) -> set[str]:
-    names = set()
+def _runs_as(pid: int, name: str) -> bool:
+    """comm (cut at 15 characters), else argv[0], else the executable, is NAME; read in
+    that order, so most processes cost one small read."""
     try:
         with open(f"{PROC}/{pid}/comm", "rb") as f:
-            names.add(f.read().decode(errors="replace").strip())
+            comm = f.read().decode(errors="replace").strip()
     except OSError:
-        return names
+        return False
+    if comm in (name, name[:15]):
+        return True
     try:
         with open(f"{PROC}/{pid}/cmdline", "rb") as f:
             argv0 = f.read().split(b"\0", 1)[0].decode(errors="replace")
-        if argv0:
-            names.add(os.path.basename(argv0))
+        if argv0 and os.path.basename(argv0) == name:
+            return True
+        return os.path.basename(os.readlink(f"{PROC}/{pid}/exe")) == name
     except OSError:
-        pass
-    try:
-        names.add(os.path.basename(os.readlink(f"{PROC}/{pid}/exe")))
-    except OSError:
-        pass
-    return names
+        return False
 
 
 def find(name: str) -> list[ProcRef]:
-    """Processes running as NAME (see module docstring)."""
+    """Processes running as NAME (see module docstring). Blocking: scans /proc."""
     mine = {os.getpid(), os.getppid()}
     found = []
     for entry in os.listdir(PROC):
-        if not entry.isdigit():
+        if not entry.isdigit() or int(entry) in mine or not _runs_as(int(entry), name):
             continue
-        pid = int(entry)
-        if pid in mine:
-            continue
-        names = _names(pid)
-        if name in names or name[:15] in names:
-            start = _stat_start(pid)
-            if start is not None:
-                found.append(ProcRef(pid, start))
+        stat = _stat(int(entry))
+        if stat is not None:
+            found.append(ProcRef(int(entry), stat[1]))
     return found
 
 
 def _alive(ref: ProcRef) -> bool:
-    return _stat_start(ref.pid) == ref.start_ticks and not _zombie(ref.pid)
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        with open(f"{PROC}/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return True
-    return data[data.rfind(b")") + 2:][:1] in (b"Z", b"X")
+    stat = _stat(ref.pid)
+    return stat is not None and stat[1] == ref.start_ticks and stat[0] not in ("Z", "X")
 
 
 def _signal(ref: ProcRef, sig: int) -> None:

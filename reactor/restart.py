@@ -8,11 +8,13 @@
 - auto: service; process when the unit does not exist or cannot be restarted (and a
   start_command is configured), or when the bus is stuck.
 
-Error handling: returns an Attempt saying what happened; raises nothing but cancellation.
+Error handling: returns an Attempt saying what happened for the reactor's own errors;
+anything else (a bug) propagates to the pipeline, which records it as a failed cycle.
 """
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,18 +48,17 @@ async def restart(target: Target, systemd: Systemd, on_issued: Callable[[], None
         return await _process(target, on_issued, "")
     try:
         return await _service(target, systemd, on_issued)
-    except NoSuchUnit as exc:
-        if strategy == "auto":
-            return await _process(target, on_issued, f"no unit {target.unit}")
-        return Attempt(False, "service", f"no such unit {target.unit} ({exc})", True)
-    except (BusUnavailable, CallTimeout) as exc:
-        if strategy == "auto" and target.settings.start_command:
-            return await _process(target, on_issued, f"D-Bus: {exc}")
-        return Attempt(False, "service", f"D-Bus: {exc}", True)
-    except UnitOperationFailed as exc:
-        if strategy == "auto" and target.settings.start_command:
-            return await _process(target, on_issued, str(exc))
-        return Attempt(False, "service", str(exc), True)
+    except (NoSuchUnit, UnitOperationFailed, BusUnavailable, CallTimeout) as exc:
+        missing = isinstance(exc, NoSuchUnit)
+        why = (f"no unit {target.unit}" if missing
+               else f"D-Bus: {exc}" if isinstance(exc, BusUnavailable | CallTimeout)
+               else str(exc))
+        # auto tries the process strategy; for a missing unit even without a start_command,
+        # so that the note names what is missing
+        if strategy == "auto" and (missing or target.settings.start_command):
+            return await _process(target, on_issued, why)
+        return Attempt(False, "service",
+                       f"no such unit {target.unit} ({exc})" if missing else why, True)
 
 
 async def _service(target: Target, systemd: Systemd, on_issued: Callable[[], None]) -> Attempt:
@@ -103,7 +104,7 @@ async def _process(target: Target, on_issued: Callable[[], None], why: str) -> A
     if not s.start_command:
         return Attempt(False, "process",
                        f"{prefix}[process.{target.name}] has no start_command", False)
-    found = procs.find(target.name)
+    found = await asyncio.to_thread(procs.find, target.name)
     on_issued()
     try:
         terminated, killed = await procs.stop(found, s.stop_timeout)

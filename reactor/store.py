@@ -78,9 +78,9 @@ class Store:
         self._rows: list[AuditRow] = []
         self._pending = asyncio.Event()
         self._stopping = False
-        self.audit_written = 0
 
-    async def _record(self, fn: object, pid: int, note: str, what: str) -> bool:
+    async def _record(self, fn: object, pid: int, note: str, what: str) -> bool | None:
+        """fn's answer, or None when the database stayed unavailable (given up)."""
         backoff = Backoff(0.1, 2.0)
         deadline = time.monotonic() + RECORD_RETRY_FOR
         while True:
@@ -90,17 +90,18 @@ class Store:
                 if time.monotonic() >= deadline or self._stopping:
                     logger.error("could not {} for process {} ({}); the alarm stays set and "
                                  "a later sweep brings it back", what, pid, exc)
-                    return False
+                    return None
                 delay = backoff.next()
                 logger.warning("cannot {} for process {} yet ({}); retrying in {:.1f} s",
                                what, pid, exc, delay)
                 await asyncio.sleep(delay)
 
-    async def clear(self, pid: int, note: str) -> bool:
-        """alarma=0 + note when still in alarm; False when it was not (or not recorded)."""
+    async def clear(self, pid: int, note: str) -> bool | None:
+        """alarma=0 + note when still in alarm: True; False when it was not in alarm;
+        None when the database stayed unavailable."""
         return await self._record(_clear, pid, note, "clear the alarm")
 
-    async def note(self, pid: int, note: str) -> bool:
+    async def note(self, pid: int, note: str) -> bool | None:
         return await self._record(_note, pid, note, "write the note")
 
     def audit(self, row: AuditRow) -> None:
@@ -127,7 +128,6 @@ class Store:
             logger.error("{} audit row(s) dropped: {} (see sql/setup.sql, sql/grants.sql)",
                          len(rows), exc)
             return True
-        self.audit_written += len(rows)
         return True
 
     async def run(self) -> None:

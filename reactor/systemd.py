@@ -35,6 +35,7 @@ from reactor.errors import (
     CallTimeout,
     JobTimeout,
     NoSuchUnit,
+    ReactorError,
     UnitOperationFailed,
 )
 
@@ -109,7 +110,6 @@ class UnitState:
 @dataclass(frozen=True, slots=True)
 class JobResult:
     result: str  # done, canceled, timeout, failed, dependency, skipped
-    job: str
     elapsed_ms: float
 
 
@@ -121,6 +121,7 @@ class Systemd:
         self._waiting: dict[str, asyncio.Future[str]] = {}
         self._early: OrderedDict[str, str] = OrderedDict()
         self._in_flight = asyncio.Semaphore(MAX_CALLS_IN_FLIGHT)
+        self._watcher: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ connection
 
@@ -161,16 +162,17 @@ class Systemd:
             except Exception as exc:  # dbus-fast auth and protocol errors have no common base
                 raise BusUnavailable(f"cannot connect to the {self.cfg.bus} bus: {exc}") from exc
             bus.add_message_handler(self._on_message)
-            self._bus = bus
+            # the bus is used only once job results are sure to reach us
             try:
-                await self._call_raw("org.freedesktop.DBus", "/org/freedesktop/DBus",
-                                     "org.freedesktop.DBus", "AddMatch", "s", [JOB_MATCH])
-                await self._manager("Subscribe")
-            except (UnitOperationFailed, NoSuchUnit) as exc:
-                self._drop(str(exc))
+                await self._send(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                 "org.freedesktop.DBus", "AddMatch", "s", [JOB_MATCH])
+                await self._send(bus, SD, SD_PATH, MANAGER, "Subscribe")
+            except Exception as exc:  # whatever failed, this connection is not usable
+                bus.disconnect()
                 raise BusUnavailable(f"systemd does not answer on the {self.cfg.bus} bus: "
                                      f"{exc}") from exc
-            asyncio.get_running_loop().create_task(self._watch(bus))
+            self._bus = bus
+            self._watcher = asyncio.get_running_loop().create_task(self._watch(bus))
 
     async def _watch(self, bus: MessageBus) -> None:
         try:
@@ -220,24 +222,36 @@ class Systemd:
     # ------------------------------------------------------------------ calls
 
     async def _call_raw(self, dest: str, path: str, iface: str, member: str,
-                        signature: str = "", body: list[Any] | None = None) -> Message:
+                        signature: str = "", body: list[Any] | None = None, *,
+                        before_send: Callable[[], None] | None = None) -> Message:
         if not self.connected:
             await self.connect()
-        bus = self._bus
-        assert bus is not None
+        assert self._bus is not None
+        return await self._send(self._bus, dest, path, iface, member, signature, body,
+                                before_send)
+
+    async def _send(self, bus: MessageBus, dest: str, path: str, iface: str, member: str,
+                    signature: str = "", body: list[Any] | None = None,
+                    before_send: Callable[[], None] | None = None) -> Message:
+        """One call on `bus`, under the call timeout and the in-flight bound; before_send
+        runs when the message is about to be written (the restart is 'issued')."""
         msg = Message(destination=dest, path=path, interface=iface, member=member,
                       signature=signature, body=body or [])
         try:
             async with asyncio.timeout(self.cfg.call_timeout), self._in_flight:
+                if before_send is not None:
+                    before_send()
                 reply = await bus.call(msg)
         except TimeoutError:
             raise CallTimeout(f"{member}: no answer within {self.cfg.call_timeout:g} s") from None
         except (OSError, EOFError) as exc:
-            self._drop(str(exc))
+            if bus is self._bus:
+                self._drop(str(exc))
             raise BusUnavailable(f"{member}: {exc}") from exc
         except Exception as exc:  # dbus-fast raises plain Exceptions on a dead connection
             if not bus.connected:
-                self._drop(str(exc))
+                if bus is self._bus:
+                    self._drop(str(exc))
                 raise BusUnavailable(f"{member}: {exc}") from exc
             raise
         if reply is None:
@@ -246,19 +260,16 @@ class Systemd:
             raise map_error(reply, member)
         return reply
 
-    async def _manager(self, member: str, signature: str = "",
-                       *args: Any) -> Message:
-        return await self._call_raw(SD, SD_PATH, MANAGER, member, signature, list(args))
+    async def _manager(self, member: str, signature: str = "", *args: Any,
+                       before_send: Callable[[], None] | None = None) -> Message:
+        return await self._call_raw(SD, SD_PATH, MANAGER, member, signature, list(args),
+                                    before_send=before_send)
 
     async def _job(self, member: str, unit: str, *, on_sent: Callable[[], None] | None = None,
                    mode: str = "replace") -> JobResult:
         """Queue a job and wait for its JobRemoved result."""
         start = time.monotonic()
-        if not self.connected:
-            await self.connect()
-        if on_sent is not None:
-            on_sent()  # the call is written to the socket without yielding first
-        reply = await self._manager(member, "ss", unit, mode)
+        reply = await self._manager(member, "ss", unit, mode, before_send=on_sent)
         job = str(reply.body[0])
         result = self._early.pop(job, None)
         if result is None:
@@ -272,16 +283,17 @@ class Systemd:
                                   f"{self.cfg.job_timeout:g} s") from None
             finally:
                 self._waiting.pop(job, None)
-        return JobResult(result, job, (time.monotonic() - start) * 1000)
+        return JobResult(result, (time.monotonic() - start) * 1000)
 
     async def restart(self, unit: str, on_sent: Callable[[], None] | None = None) -> JobResult:
         return await self._job("RestartUnit", unit, on_sent=on_sent)
 
-    async def start(self, unit: str, on_sent: Callable[[], None] | None = None) -> JobResult:
-        return await self._job("StartUnit", unit, on_sent=on_sent)
+    async def start(self, unit: str) -> JobResult:
+        return await self._job("StartUnit", unit)
 
-    async def kill(self, unit: str, signal: int, who: str = "all") -> None:
-        await self._manager("KillUnit", "ssi", unit, who, signal)
+    async def kill(self, unit: str, signal: int) -> None:
+        """Signal every process of the unit (KillUnit, who = all)."""
+        await self._manager("KillUnit", "ssi", unit, "all", signal)
 
     async def reset_failed(self, unit: str) -> None:
         await self._manager("ResetFailedUnit", "s", unit)
@@ -300,6 +312,18 @@ class Systemd:
         active, sub = await self._props(unit, ((UNIT_IFACE, "ActiveState"),
                                                (UNIT_IFACE, "SubState")))
         return str(active), str(sub)
+
+    async def unit_states(self, units: list[str]) -> dict[str, UnitState | ReactorError]:
+        """unit_state of many units at once (concurrent; bounded by the in-flight limit);
+        a unit that could not be read maps to its error."""
+        answers = await asyncio.gather(*(self.unit_state(u) for u in units),
+                                       return_exceptions=True)
+        out: dict[str, UnitState | ReactorError] = {}
+        for unit, answer in zip(units, answers, strict=True):
+            if isinstance(answer, BaseException) and not isinstance(answer, ReactorError):
+                raise answer
+            out[unit] = answer
+        return out
 
     async def unit_state(self, unit: str) -> UnitState:
         """The unit's state; for a unit systemd cannot find, load_state is 'not-found'."""

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from reactor.lab import LabUnavailable
+from reactor.lab import LabUnavailable, client
 from reactor.lab.mariadb import MariaDB
 from reactor.lab.proc import REPO, ReactorProcess
 from reactor.lab.sandbox import SystemdSandbox
@@ -101,12 +101,7 @@ def write_config(path: Path, server: MariaDB, sections: dict[str, dict[str, Any]
         base.setdefault(section, {}).update(values)
     for name, values in (processes or {}).items():
         base[f"process.{name}"] = values
-    text = "".join(
-        f"[{section}]\n" + "".join(f"{k} = {v}\n" for k, v in values.items()) + "\n"
-        for section, values in base.items()
-    )
-    path.write_text(text)
-    path.chmod(0o600)
+    client.write_config(path, base)
     return path
 
 

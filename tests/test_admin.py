@@ -18,7 +18,7 @@ import pytest
 from reactor import __version__
 from reactor.lab.mariadb import MariaDB
 from reactor.lab.sandbox import SystemdSandbox
-from tests.conftest import REPO, Proc
+from tests.conftest import REACTOR, REPO, Proc
 from tests.rig import DB, Rig
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.systemd]
@@ -30,9 +30,9 @@ def rig(db: MariaDB, sandbox: SystemdSandbox, tmp_path: Path,
     yield Rig(db, sandbox, tmp_path, procs)
 
 
-def reactor(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "reactor", *args], capture_output=True,
-                          text=True, cwd=REPO, input=stdin, timeout=60, check=False)
+def reactor(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*REACTOR, *args], capture_output=True, text=True, cwd=REPO,
+                          timeout=60, check=False)
 
 
 def alarms(rig: Rig) -> dict[int, int]:
@@ -179,6 +179,13 @@ def test_sweep_once_handles_what_is_set_and_exits(rig: Rig) -> None:
     rig.alarm(ghost)
     failed = reactor("sweep", "--once", "--config", config)
     assert failed.returncode == 6 and "0 restarted, 1 failed" in failed.stderr
+
+    with rig.db.connect(DB) as conn, conn.cursor() as cur:  # an id PROCESE does not have
+        cur.execute("SET FOREIGN_KEY_CHECKS = 0")
+        cur.execute("INSERT INTO STATUS_PROCESS (process_id, alarma) VALUES (170, 1)")
+    refused = reactor("sweep", "--once", "--config", config)
+    assert refused.returncode == 6 and "1 refused" in refused.stderr
+    assert "unknown process id 170" in str(rig.row(170)[1])
 
 
 def test_one_process_acts_on_a_state_file(rig: Rig) -> None:

@@ -64,6 +64,8 @@ def test_a_process_that_may_not_be_signalled_is_a_failure(monkeypatch: pytest.Mo
         raise PermissionError(1, "Operation not permitted")
 
     monkeypatch.setattr(os, "kill", refuse)
-    me = procs.ProcRef(os.getpid(), procs._stat_start(os.getpid()) or 0)
+    stat = procs._stat(os.getpid())
+    assert stat is not None
+    me = procs.ProcRef(os.getpid(), stat[1])
     with pytest.raises(UnitOperationFailed, match="CAP_KILL"):
         asyncio.run(procs.stop([me], 0.1))

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from reactor.lab import client
 from reactor.lab.mariadb import MariaDB
 from reactor.lab.proc import ReactorProcess
 from reactor.lab.sandbox import SystemdSandbox
@@ -31,20 +32,16 @@ def say(text: str) -> None:
     print(f"\033[1m==> {text}\033[0m" if sys.stdout.isatty() else f"==> {text}", flush=True)
 
 
-def write_config(path: Path, db: MariaDB, sbx: SystemdSandbox, password: str,
-                 settle: float) -> Path:
-    path.write_text(
-        "[database]\nhost = 127.0.0.1\n"
-        f"port = {db.port}\nuser = reactor\npassword = {password}\n"
-        f"database = {DB}\nserver_id = 4242\n\n"
-        f"[monitor]\nmode = binlog\ncheck_interval = 300\n"
-        f"state_file = {path.parent / 'state.json'}\ndenied_units = reactor.service\n\n"
-        f"[systemd]\nbus = {sbx.address}\n\n"
-        f"[logging]\nlog_file = {path.parent / 'reactor.log'}\n\n"
-        f"[process.default]\nsettle_time = {settle}\nhealth_check_timeout = 5\n"
-    )
-    path.chmod(0o600)
-    return path
+def write_config(path: Path, db: MariaDB, sbx: SystemdSandbox, database: dict[str, Any],
+                 settle: float) -> str:
+    return client.write_config(path, {
+        "database": {**database, "server_id": 4242},
+        "monitor": {"mode": "binlog", "check_interval": 300,
+                    "state_file": path.parent / "state.json", "denied_units": "reactor.service"},
+        "systemd": {"bus": sbx.address},
+        "logging": {"log_file": path.parent / "reactor.log"},
+        "process.default": {"settle_time": settle, "health_check_timeout": 5},
+    })
 
 
 def commit_with_client(db: MariaDB, pid: int) -> float:
@@ -52,17 +49,6 @@ def commit_with_client(db: MariaDB, pid: int) -> float:
     done = db.client("-N", "-e", f"UPDATE {DB}.STATUS_PROCESS SET alarma = 1 "
                      f"WHERE process_id = {pid}; SELECT UNIX_TIMESTAMP(NOW(6))")
     return float(done.stdout.split()[-1])
-
-
-def wait_cleared(cur: Any, pid: int, timeout: float = 10.0) -> float:
-    """Poll the row on an open connection until alarma is 0; when that was first seen."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        cur.execute("SELECT alarma FROM STATUS_PROCESS WHERE process_id = %s", (pid,))
-        if cur.fetchone()[0] == 0:
-            return time.time()
-        time.sleep(0.0005)
-    raise RuntimeError(f"alarm of process {pid} not cleared within {timeout} s")
 
 
 def issued_at(db: MariaDB, pid: int, after: float) -> float:
@@ -91,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     sbx = SystemdSandbox(base / "systemd").start()
     reactor: ReactorProcess | None = None
     try:
-        db.setup_reactor_schema(password="demo-pw")
+        database = db.setup_reactor_schema(password="demo-pw")
         for unit in UNITS:
             # no start-rate limit: the demo restarts each unit every few hundred ms
             sbx.write_unit(f"{unit}.service", f"[Unit]\nDescription=demo {unit}\n"
@@ -100,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         sbx.reload()
         for unit in UNITS:
             sbx.manager("StartUnit", "ss", f"{unit}.service", "replace")
-        config = write_config(base / "config.ini", db, sbx, "demo-pw", args.settle)
+        config = write_config(base / "config.ini", db, sbx, database, args.settle)
         say(f"reactor run --config {config}")
         reactor = ReactorProcess(["run", "--config", str(config)], echo_stderr=True)
         reactor.wait_stderr("ready: mode=")
@@ -113,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
             unit = f"{UNITS[pid - 1]}.service"
             before = sbx.unit_property(unit, "ExecMainStartTimestamp", "Service")
             committed = commit_with_client(db, pid)
-            cleared = wait_cleared(cur, pid)
+            cleared = client.wait_cleared(cur, pid, timeout=10)
+            if cleared is None:
+                raise RuntimeError(f"alarm of process {pid} not cleared within 10 s")
             restart = issued_at(db, pid, committed)
             to_restart.append((restart - committed) * 1000)
             to_clear.append((cleared - committed) * 1000)

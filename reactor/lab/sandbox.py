@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from reactor.lab import LabUnavailable
+from reactor.systemd import unit_path
 
 SYSTEMD = "/lib/systemd/systemd"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -152,7 +153,7 @@ class SystemdSandbox:
 
     def unit_property(self, unit: str, prop: str, interface: str = "Unit") -> str:
         """A unit property as busctl prints it, value only (e.g. 'active', '1234')."""
-        path = "/org/freedesktop/systemd1/unit/" + escape_path(unit)
+        path = unit_path(unit)
         out = self.busctl("get-property", "org.freedesktop.systemd1", path,
                           f"org.freedesktop.systemd1.{interface}", prop)
         _, _, value = out.strip().partition(" ")
@@ -206,10 +207,3 @@ class SystemdSandbox:
                             break
                         time.sleep(0.05)
 
-
-def escape_path(unit: str) -> str:
-    """systemd's object-path escaping: bytes outside [A-Za-z0-9] become _xx."""
-    return "".join(
-        ch if ch.isascii() and ch.isalnum() else "".join(f"_{b:02x}" for b in ch.encode())
-        for ch in unit
-    )
