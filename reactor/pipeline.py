@@ -51,9 +51,13 @@ class Slot:
     """One process's cycle in flight."""
 
     alarm: Alarm
-    issued: bool = False  # the restart of the current cycle has been issued
-    issued_attempt: int = 0  # the attempt whose restart_issued step was recorded
+    issued_attempt: int = 0  # the attempt whose restart was issued; 0 = none yet
     again: Alarm | None = None  # an alarm raised after that: one more cycle
+
+    @property
+    def issued(self) -> bool:
+        """The restart of the current cycle has been issued."""
+        return self.issued_attempt > 0
 
 
 @dataclass
@@ -152,7 +156,7 @@ class Pipeline:
             alarm: Alarm | None = slot.alarm
             while alarm is not None:
                 done = await self._cycle(alarm, slot)
-                alarm, slot.again, slot.issued, slot.issued_attempt = slot.again, None, False, 0
+                alarm, slot.again, slot.issued_attempt = slot.again, None, 0
             if done:  # only now: a sweep may bring the alarm back if it is still set
                 self.settle(pid)
         except Exception:  # a bug outside the attempts (store, breaker): keep the others going
@@ -255,7 +259,6 @@ class Pipeline:
                 the attempt, such as the process strategy, is not a new one)."""
                 if slot.issued_attempt != n:
                     slot.issued_attempt = n
-                    slot.issued = True
                     step("restart_issued", f"attempt {n}/{s.max_attempts}", unit)
 
             async with self._sem:
