@@ -5,7 +5,8 @@
 Starts a throwaway MariaDB and a sandboxed systemd, runs the real `reactor run` in binlog
 mode and in poll mode (check_interval 1 s and 0.1 s) on the same alarm workload, then a
 storm (one UPDATE alarming many real units) and a detection burst (`reactor watch`, one
-UPDATE alarming many rows). Writes results/latest.json, latest.md and latest.png.
+UPDATE alarming many rows). Writes results/latest.json, latest-samples.json (every alarm),
+latest.md and latest.png (`--output DIR` to write them elsewhere).
 See benchmarks/README.md for what each figure means and how it is measured.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import math
 import os
 import platform
 import signal
@@ -25,20 +27,25 @@ from typing import Any, NoReturn
 
 from benchmarks import idle, report, storm
 from benchmarks.lab import Lab
-from benchmarks.workload import PlannedAlarm, attach_audit, latencies, plan, run_alarms
+from benchmarks.workload import PlannedAlarm, attach_audit, plan, record, run_alarms
 from reactor import __version__
 from reactor.lab import LabUnavailable
 from reactor.lab.sandbox import SYSTEMD
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PHASES = ("binlog", "poll_1s", "poll_0.1s", "storm", "detection")
-# mode name -> ([monitor] mode, check_interval): poll interval, or sweep interval for binlog
+# mode name -> ([monitor] mode, check_interval): poll interval, or for binlog the least
+# sweep interval (binlog_sweep_interval makes it longer than the whole phase)
 MODES = {"binlog": ("binlog", 300.0), "poll_1s": ("poll", 1.0), "poll_0.1s": ("poll", 0.1)}
 SERVER_IDS = {"binlog": 4301, "poll_1s": 4302, "poll_0.1s": 4303, "storm": 4310,
               "detection": 4320}
 FIRST_PID = 1001
 IDLE_GRACE = 1.0  # seconds after `ready` before the idle window opens
 EXIT_UNAVAILABLE = 77  # this machine cannot run the lab (no root, no MariaDB, no cgroups)
+# 210, not 200: the issue asks n >= 200 per mode (a target row); an alarm left out (not
+# matched, or detected by a sweep) is reported as a problem but must not by itself turn
+# that target into a MISS
+DEFAULT_ALARMS = 210
 
 
 @dataclass(frozen=True)
@@ -66,7 +73,8 @@ def parse_args(argv: list[str] | None) -> Options:
                         "10 s idle (explicit options below still win)")
     p.add_argument("--only", nargs="+", choices=PHASES, metavar="PHASE",
                    help=f"run only these phases: {', '.join(PHASES)}")
-    p.add_argument("--alarms", type=int, help="alarms per mode (default 200; quick 20)")
+    p.add_argument("--alarms", type=int,
+                   help=f"alarms per mode (default {DEFAULT_ALARMS}; quick 20)")
     p.add_argument("--units", type=int, default=8, help="units the alarms go to (default 8)")
     p.add_argument("--max-pause", type=float, default=1.0,
                    help="random pause before each alarm, uniform in [0, this) s (default 1.0:"
@@ -89,7 +97,8 @@ def parse_args(argv: list[str] | None) -> Options:
         return value if value is not None else (quick if a.quick else full)
 
     opts = Options(
-        alarms=pick(a.alarms, 200, 20), units=a.units, max_pause=a.max_pause, seed=a.seed,
+        alarms=pick(a.alarms, DEFAULT_ALARMS, 20), units=a.units, max_pause=a.max_pause,
+        seed=a.seed,
         idle=pick(a.idle, 60.0, 10.0), storm_units=pick(a.storm_units, 1000, 100),
         storm_concurrency=a.storm_concurrency, detect_rows=pick(a.detect_rows, 10_000, 1000),
         settle=a.settle, only=tuple(a.only or PHASES), output=a.output, quick=a.quick,
@@ -97,10 +106,17 @@ def parse_args(argv: list[str] | None) -> Options:
     )
     if min(opts.alarms, opts.units, opts.storm_units, opts.detect_rows) < 1 or opts.idle <= 0:
         p.error("--alarms, --units, --storm-units, --detect-rows and --idle must be > 0")
-    if opts.idle + IDLE_GRACE >= MODES["binlog"][1] - 10:
-        p.error(f"--idle must stay well under the binlog sweep interval "
-                f"({MODES['binlog'][1]:g} s): the window must hold no sweep")
     return opts
+
+
+def binlog_sweep_interval(opts: Options, workload: list[PlannedAlarm]) -> float:
+    """The binlog mode's sweep interval: over twice the phase's expected length (idle
+    window, every pause, a generous second per alarm plus its settle time), never under
+    MODES' 300 s. No sweep then falls in the idle window or the workload: a sweep would
+    detect alarms (source 'sweep') and cost queries. run_mode checks it afterwards."""
+    expected = (IDLE_GRACE + opts.idle + sum(a.pause for a in workload)
+                + len(workload) * (1.0 + opts.settle) + 60.0)
+    return max(MODES["binlog"][1], float(math.ceil(2 * expected)))
 
 
 # ------------------------------------------------------------------ progress
@@ -149,15 +165,17 @@ class Counter:
 # ------------------------------------------------------------------ phases
 
 
-def run_mode(lab: Lab, mode: str, workload: list[PlannedAlarm], opts: Options,
-             progress: Progress, problems: list[str]) -> tuple[dict[str, list[float]],
-                                                               dict[str, Any]]:
-    """One mode: start `reactor run`, measure idle, then the alarm workload."""
-    kind, interval = MODES[mode]
+def run_mode(lab: Lab, mode: str, interval: float, workload: list[PlannedAlarm],
+             opts: Options, progress: Progress,
+             problems: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One mode: start `reactor run`, measure idle, then the alarm workload. Returns every
+    alarm (workload.record) and the idle cost."""
+    kind = MODES[mode][0]
     config = lab.write_config(mode, mode=kind, check_interval=interval,
                               server_id=SERVER_IDS[mode], settle=opts.settle)
     progress.phase(f"{mode}: reactor run ([monitor] mode = {kind}, check_interval = "
                    f"{interval:g} s, settle_time = {opts.settle:g} s)")
+    started = time.monotonic()
     reactor = lab.start_reactor("run", "--config", str(config), ready=rf"ready: mode={kind}\b")
     try:
         time.sleep(IDLE_GRACE)
@@ -171,17 +189,26 @@ def run_mode(lab: Lab, mode: str, workload: list[PlannedAlarm], opts: Options,
         samples = run_alarms(lab, workload, timeout, progress.counter("alarms", len(workload)))
         extra = attach_audit(lab, samples, mark)
         cost["rss_peak_kb"] = idle.memory_kb(reactor.proc.pid, "VmHWM")
+        elapsed = time.monotonic() - started
     finally:
         lab.stop_reactor(reactor)
+    source = report.SOURCES[mode]
     lost = sum(1 for s in samples if s.cleared is None)
     unmatched = sum(1 for s in samples if s.cleared is not None and s.issued is None)
+    other = sum(1 for s in samples if s.source not in (None, source))
     for count, what in ((lost, f"alarm(s) not cleared within {timeout:g} s"),
                         (unmatched, "cleared alarm(s) without matching audit rows"),
-                        (extra, "reactor cycle(s) no alarm accounts for")):
+                        (extra, "reactor cycle(s) no alarm accounts for"),
+                        (other, f"alarm(s) detected by another source than {source} "
+                                "(left out of the figures)")):
         if count:
             problems.append(f"{mode}: {count} {what}")
             progress.phase(f"{mode}: WARNING {count} {what}")
-    return latencies(samples), cost
+    if kind == "binlog" and elapsed >= interval:
+        what = f"the phase took {elapsed:.0f} s, a sweep ({interval:g} s) may have fallen in it"
+        problems.append(f"{mode}: {what}")
+        progress.phase(f"{mode}: WARNING {what}")
+    return [record(s) for s in samples], cost
 
 
 def _pid(lab: Lab) -> int:
@@ -224,7 +251,7 @@ def machine(lab: Lab, opts: Options) -> dict[str, Any]:
         "alarm_units": opts.units,
         "pause_s": [0.0, opts.max_pause],
         "seed": opts.seed,
-        "check_interval_s": {m: MODES[m][1] for m in MODES if m in opts.only},
+        "check_interval_s": {},  # filled in by run()
         "idle_window_s": opts.idle,
         "storm_max_concurrent_restarts": opts.storm_concurrency,
         "phases": list(opts.only),
@@ -232,36 +259,46 @@ def machine(lab: Lab, opts: Options) -> dict[str, Any]:
 
 
 def run(lab: Lab, opts: Options, progress: Progress) -> tuple[dict[str, Any],
-                                                              dict[str, dict[str, list[float]]]]:
+                                                              dict[str, list[dict[str, Any]]]]:
+    """Every phase asked for; returns the results and, per mode, every alarm's record."""
     problems: list[str] = []
     results: dict[str, Any] = {"modes": {}, "storm": {}, "idle": {},
                                "machine": machine(lab, opts)}
-    raw: dict[str, dict[str, list[float]]] = {}
+    records: dict[str, list[dict[str, Any]]] = {}
     modes = [m for m in MODES if m in opts.only]
     if modes:
         rows = [(FIRST_PID + i, f"bench-{i + 1:02d}") for i in range(opts.units)]
         progress.phase(f"{len(rows)} units for the alarm workload")
         lab.add_units(rows)
         workload = plan(opts.alarms, [pid for pid, _ in rows], opts.max_pause, opts.seed)
+        intervals = {m: binlog_sweep_interval(opts, workload) if m == "binlog"
+                     else MODES[m][1] for m in modes}
+        results["machine"]["check_interval_s"] = intervals
         for mode in modes:
-            raw[mode], results["idle"][mode] = run_mode(lab, mode, workload, opts, progress,
-                                                        problems)
-            results["modes"][mode] = {m: report.summarize(raw[mode][m]) for m in report.METRICS}
+            records[mode], results["idle"][mode] = run_mode(
+                lab, mode, intervals[mode], workload, opts, progress, problems)
+            report.summarize_modes({mode: records[mode]}, results)
             s = results["modes"][mode]
             progress.phase(f"{mode}: p50 detect {report.fmt_ms(s['detect_ms']['p50'])} ms, "
                            f"dispatch {report.fmt_ms(s['dispatch_ms']['p50'])} ms, "
                            f"cycle {report.fmt_ms(s['cycle_ms']['p50'])} ms")
-        # the client's UPDATE round trip: the commit happens somewhere inside it
-        results["machine"]["update_round_trip_ms"] = report.summarize(
-            [v for m in modes for v in raw[m]["round_trip_ms"]])
+        # every mode's round trip in machine.update_round_trip_ms
+        report.summarize_modes(records, results)
     if "storm" in opts.only:
         progress.phase(f"storm: {opts.storm_units} units (write, reload, start), then one "
                        f"UPDATE; max_concurrent_restarts = {opts.storm_concurrency}")
         results["storm"].update(storm.run_storm(
             lab, opts.storm_units, opts.storm_concurrency, opts.settle, SERVER_IDS["storm"],
             progress.counter("cleared", opts.storm_units)))
-        if not results["storm"]["exactly_once"]:
-            problems.append("storm: not every unit was restarted exactly once")
+        s = results["storm"]
+        progress.phase(f"storm: systemd finished {s['job_results'] or 'no jobs'}; units with "
+                       f"one job {s['units_one_job_done']}, more than one "
+                       f"{s['units_restarted_twice']}, none {s['units_not_restarted']}")
+        if not s["exactly_once"]:
+            problems.append(f"storm: not every unit was restarted exactly once (systemd "
+                            f"jobs: {s['units_one_job_done']} units one done, "
+                            f"{s['units_restarted_twice']} more than one, "
+                            f"{s['units_not_restarted']} none)")
     if "detection" in opts.only:
         progress.phase(f"detection: {opts.detect_rows} rows alarmed by one UPDATE, "
                        "reactor watch")
@@ -273,7 +310,7 @@ def run(lab: Lab, opts: Options, progress: Progress) -> tuple[dict[str, Any],
         "duration_s": round(time.monotonic() - progress.started, 1),
         "problems": problems,
     })
-    return results, raw
+    return results, records
 
 
 def _terminate(signum: int, _frame: object) -> NoReturn:
@@ -292,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         except LabUnavailable as exc:
             print(f"benchmark cannot run here: {exc}", file=sys.stderr)
             return EXIT_UNAVAILABLE
-        results, raw = run(lab, opts, progress)
+        results, records = run(lab, opts, progress)
     except KeyboardInterrupt:
         progress.phase("interrupted")
         return 130
@@ -301,12 +338,17 @@ def main(argv: list[str] | None = None) -> int:
         lab.close()
     opts.output.mkdir(parents=True, exist_ok=True)
     paths = [opts.output / f"latest.{ext}" for ext in ("json", "md", "png")]
+    samples = opts.output / "latest-samples.json"
     report.write_json(results, paths[0])
     report.write_markdown(results, paths[1])
-    if raw:
+    if records:
+        report.write_samples(records, samples)
+        raw = {m: report.metric_lists(r, report.SOURCES[m]) for m, r in records.items()}
         report.plot(raw, results, paths[2])
-    else:
-        paths[2].unlink(missing_ok=True)  # no latency figures: no stale plot beside them
+    else:  # no latency figures: no stale plot or samples beside them
+        paths[2].unlink(missing_ok=True)
+        samples.unlink(missing_ok=True)
+    paths.insert(1, samples)
     print("\n" + report.render(results, md=False), flush=True)
     print("results: " + ", ".join(str(p) for p in paths if p.exists()), flush=True)
     return 0

@@ -8,19 +8,23 @@ temporary directory), whatever happened before.
 from __future__ import annotations
 
 import asyncio
+import collections
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
 import pymysql
+from dbus_fast import BusType, Message, MessageType
+from dbus_fast.aio import MessageBus
 
 from reactor.config import SystemdConfig
 from reactor.lab import client
 from reactor.lab.mariadb import MariaDB
 from reactor.lab.proc import ReactorProcess
 from reactor.lab.sandbox import CGROUP_ROOT, SystemdSandbox
-from reactor.systemd import Systemd, UnitState
+from reactor.systemd import JOB_MATCH, MANAGER, SD, SD_PATH, Systemd, UnitState
 
 DB = "v_process_monitor"
 PASSWORD = "bench-pw"
@@ -29,6 +33,10 @@ PASSWORD = "bench-pw"
 UNIT_TEXT = ("[Unit]\nDescription=reactor benchmark unit\nStartLimitIntervalSec=0\n"
              "[Service]\nExecStart=/bin/sleep infinity\n")
 DBUS_CONCURRENCY = 64
+# REACTOR_AUDIT.at is a naive DATETIME written from the reactor's local clock: every reactor
+# runs in UTC, and the benchmark reads `at` as UTC (workload.audit_epoch), whatever the
+# machine's zone (no DST jump or zone mismatch can shift a figure).
+REACTOR_ENV = {"TZ": "UTC"}
 
 
 class Lab:
@@ -94,8 +102,8 @@ class Lab:
         return path
 
     def start_reactor(self, *args: str, ready: str) -> ReactorProcess:
-        """`python -m reactor ARGS`, once its stderr shows `ready` (a regex)."""
-        proc = ReactorProcess(list(args), echo_stderr=self.echo)
+        """`python -m reactor ARGS` (TZ=UTC), once its stderr shows `ready` (a regex)."""
+        proc = ReactorProcess(list(args), REACTOR_ENV, echo_stderr=self.echo)
         self.reactors.append(proc)
         proc.wait_stderr(ready, timeout=60)
         return proc
@@ -132,6 +140,10 @@ class Lab:
                                f"{dict(list(failed.items())[:5])}")
         self.add_rows(rows)
 
+    def job_counter(self, units: list[str]) -> JobCounter:
+        """A started JobCounter for these units on the sandbox's bus (stop() it)."""
+        return JobCounter(self.sandbox.address, units).start()
+
     def unit_states(self, units: list[str]) -> dict[str, UnitState]:
         return asyncio.run(_unit_states(self.sandbox.address, units))
 
@@ -147,6 +159,101 @@ class Lab:
     def audit_mark(self) -> int:
         """The newest REACTOR_AUDIT id: rows after it belong to what comes next."""
         return int(self.query("SELECT COALESCE(MAX(id), 0) FROM REACTOR_AUDIT")[0][0])
+
+
+class JobCounter:
+    """Counts, per unit, the jobs systemd finished, independently of the reactor: a D-Bus
+    connection of its own to the sandboxed systemd, subscribed to the Manager's JobRemoved
+    signals, handled by an event loop in a thread of the benchmark process.
+
+    Every job (RestartUnit, StartUnit, ...) ends in exactly one JobRemoved(id, job, unit,
+    result); a restart job stays one job through its stop and start phases. So a unit
+    restarted once shows one JobRemoved, result "done"; a kill fallback (KillUnit, which
+    queues no job, then StartUnit) also shows one; a duplicate restart shows two.
+    `counts[unit][result]` is the number of jobs of `unit` that ended with `result`."""
+
+    def __init__(self, address: str, units: list[str]) -> None:
+        self.address = address
+        self.units = frozenset(units)
+        self.counts: dict[str, collections.Counter[str]] = {}
+        self.signals = 0  # JobRemoved signals seen, for any unit
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._drain = 0.0
+        self._thread = threading.Thread(target=self._run, name="job-counter", daemon=True)
+
+    def start(self, timeout: float = 30.0) -> JobCounter:
+        """Returns once systemd is sure to send every later JobRemoved to this counter."""
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise RuntimeError(f"job counter: no subscription within {timeout:g} s")
+        if self._error is not None:
+            raise RuntimeError(f"job counter: {self._error}") from self._error
+        return self
+
+    def stop(self, drain: float = 5.0) -> dict[str, collections.Counter[str]]:
+        """Stop counting, once systemd has no job left for these units (at most `drain` s):
+        a job queued before this call is counted when it ends. Returns `counts`."""
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None and self._thread.is_alive():
+            self._drain = drain
+            loop.call_soon_threadsafe(stop.set)
+        self._thread.join(drain + 10)
+        if self._error is not None:  # the connection failed: the counts may be short
+            raise RuntimeError(f"job counter: {self._error}") from self._error
+        return self.counts
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:  # noqa: BLE001 - reported by start()
+            self._error = exc
+        finally:
+            self._ready.set()
+
+    def _on_message(self, msg: Message) -> None:
+        if msg.message_type is not MessageType.SIGNAL or msg.member != "JobRemoved":
+            return None  # never a truthy value: that would swallow method replies
+        self.signals += 1
+        try:
+            _, _, unit, result = msg.body
+        except ValueError:
+            return None
+        if unit in self.units:
+            self.counts.setdefault(unit, collections.Counter())[str(result)] += 1
+        return None
+
+    async def _call(self, bus: MessageBus, dest: str, path: str, iface: str, member: str,
+                    signature: str = "", body: list[Any] | None = None) -> Message:
+        reply = await asyncio.wait_for(bus.call(Message(
+            destination=dest, path=path, interface=iface, member=member,
+            signature=signature, body=body or [])), 30)
+        if reply is None or reply.message_type is MessageType.ERROR:
+            raise RuntimeError(f"{member}: {None if reply is None else reply.body}")
+        return reply
+
+    async def _main(self) -> None:
+        bus = await MessageBus(bus_address=self.address, bus_type=BusType.SESSION).connect()
+        try:
+            bus.add_message_handler(self._on_message)
+            await self._call(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                             "org.freedesktop.DBus", "AddMatch", "s", [JOB_MATCH])
+            await self._call(bus, SD, SD_PATH, MANAGER, "Subscribe")
+            self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+            self._ready.set()
+            await self._stop.wait()
+            # jobs still queued for our units end in a JobRemoved we must not miss
+            deadline = self._loop.time() + self._drain
+            while self._loop.time() < deadline:
+                jobs = (await self._call(bus, SD, SD_PATH, MANAGER, "ListJobs")).body[0]
+                if not any(job[1] in self.units for job in jobs):
+                    break
+                await asyncio.sleep(0.05)
+            # ListJobs' reply and a JobRemoved sent before it arrive in order: all are in
+        finally:
+            bus.disconnect()
 
 
 def _client(address: str) -> Systemd:

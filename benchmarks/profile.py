@@ -45,6 +45,18 @@ def top(folded: Path, count: int = 20) -> str:
     return "\n".join(out)
 
 
+def stop_sampler(sampler: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    """SIGINT (py-spy then writes what it sampled), SIGKILL if it does not end in time."""
+    if sampler.poll() is not None:
+        return
+    sampler.send_signal(signal.SIGINT)
+    try:
+        sampler.wait(timeout)
+    except subprocess.TimeoutExpired:
+        sampler.kill()
+        sampler.wait()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -56,8 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     RESULTS.mkdir(exist_ok=True)
     folded = RESULTS / "profile.folded"
-    lab = Lab().start()
+    lab = Lab()
     try:
+        lab.start()
         units = [(100 + i, f"prof{i}") for i in range(8)]
         lab.add_units(units)
         config = lab.write_config("profile", mode="binlog", check_interval=300, server_id=77,
@@ -67,11 +80,13 @@ def main(argv: list[str] | None = None) -> int:
             [spy, "record", "--pid", str(reactor.proc.pid), "--rate", "2000", "--threads",
              "--format", "raw", "--nonblocking", "--output", str(folded)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(1)
-        workload = [PlannedAlarm(units[i % len(units)][0], 0.02) for i in range(args.alarms)]
-        run_alarms(lab, workload, timeout=10, tick=lambda done: None)
-        sampler.send_signal(signal.SIGINT)
-        sampler.wait(60)
+        try:
+            time.sleep(1)
+            workload = [PlannedAlarm(units[i % len(units)][0], 0.02)
+                        for i in range(args.alarms)]
+            run_alarms(lab, workload, timeout=10, tick=lambda done: None)
+        finally:
+            stop_sampler(sampler)  # whatever happened: py-spy writes its output and ends
         lab.stop_reactor(reactor)
     finally:
         lab.close()

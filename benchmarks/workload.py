@@ -6,7 +6,10 @@ For every alarm the client (one open connection) sleeps a random pause, runs an 
 returns; a second open connection then polls the row every ~0.5 ms until it reads alarma=0
 (`cleared`). Afterwards the reactor's REACTOR_AUDIT rows give, per alarm, when it was
 `detected` and when RestartUnit was issued (`restart_issued`): their `at` is the reactor's
-wall clock, the same clock as the client's (one machine).
+wall clock, the same clock as the client's (one machine), written as a naive DATETIME in
+UTC (the lab runs every reactor with TZ=UTC) and read back as UTC. The `detected` row's
+`source` (binlog, sweep or poll) says which source found the alarm: a mode's figures keep
+only the alarms its own source detected (see `record`/`report.metric_lists`).
 
 The pauses are uniform in [0, max_pause): with max_pause a multiple of the poll periods,
 an alarm lands at a uniformly random phase of the poller's cycle, whatever mode runs.
@@ -19,6 +22,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from benchmarks.lab import Lab
 from reactor.lab import client
@@ -44,6 +48,7 @@ class Sample:
     cleared: float | None  # first read of alarma=0 (None: not cleared in time)
     detected: float | None = None  # REACTOR_AUDIT 'detected'.at
     issued: float | None = None  # REACTOR_AUDIT 'restart_issued'.at (first of the cycle)
+    source: str | None = None  # REACTOR_AUDIT 'detected'.source: binlog, sweep or poll
 
 
 def plan(count: int, pids: list[int], max_pause: float, seed: int) -> list[PlannedAlarm]:
@@ -76,13 +81,15 @@ def run_alarms(lab: Lab, alarms: list[PlannedAlarm], timeout: float, tick: Tick)
 class _Cycle:
     pid: int
     detected: float
+    source: str
     issued: float | None = None
     used: bool = False
 
 
-def _epoch(value: dt.datetime) -> float:
-    """REACTOR_AUDIT.at is the reactor's local wall clock (naive DATETIME(6))."""
-    return value.timestamp()
+def audit_epoch(value: dt.datetime) -> float:
+    """REACTOR_AUDIT.at (naive DATETIME(6), the reactor's local wall clock) as a UNIX time:
+    the lab runs every reactor with TZ=UTC, so `at` is UTC whatever this process's zone."""
+    return value.replace(tzinfo=dt.UTC).timestamp()
 
 
 def wait_audit(lab: Lab, mark: int, pids: list[int], steps: dict[str, int],
@@ -112,15 +119,15 @@ def attach_audit(lab: Lab, samples: list[Sample], mark: int) -> int:
     wait_audit(lab, mark, pids, {"detected": len(done), "restart_issued": len(done)})
     marks = ", ".join(["%s"] * len(pids))
     rows = lab.query(
-        "SELECT cycle, process_id, step, at FROM REACTOR_AUDIT WHERE id > %s "
+        "SELECT cycle, process_id, step, at, source FROM REACTOR_AUDIT WHERE id > %s "
         f"AND process_id IN ({marks}) AND step IN ('detected', 'restart_issued') ORDER BY id",
         (mark, *pids))
     cycles: dict[int, _Cycle] = {}
-    for cycle, pid, step, at in rows:
+    for cycle, pid, step, at, source in rows:
         if step == "detected":
-            cycles[int(cycle)] = _Cycle(int(pid), _epoch(at))
+            cycles[int(cycle)] = _Cycle(int(pid), audit_epoch(at), str(source))
         elif int(cycle) in cycles and cycles[int(cycle)].issued is None:
-            cycles[int(cycle)].issued = _epoch(at)
+            cycles[int(cycle)].issued = audit_epoch(at)
     by_pid: dict[int, list[_Cycle]] = {}
     for c in sorted(cycles.values(), key=lambda c: c.detected):
         by_pid.setdefault(c.pid, []).append(c)
@@ -131,22 +138,27 @@ def attach_audit(lab: Lab, samples: list[Sample], mark: int) -> int:
             # the server's OK (the server answers after its redo log flush)
             if not c.used and s.sent <= c.detected <= s.cleared:
                 c.used = True
-                s.detected, s.issued = c.detected, c.issued
+                s.detected, s.issued, s.source = c.detected, c.issued, c.source
                 break
     return sum(1 for c in cycles.values() if not c.used)
 
 
-def latencies(samples: list[Sample]) -> dict[str, list[float]]:
-    """detect_ms, dispatch_ms and cycle_ms (milliseconds after the commit) per alarm, and
-    the UPDATE's round trip (sent -> returned) as round_trip_ms."""
-    out: dict[str, list[float]] = {"detect_ms": [], "dispatch_ms": [], "cycle_ms": [],
-                                   "round_trip_ms": [(s.committed - s.sent) * 1000
-                                                     for s in samples]}
-    for s in samples:
-        if s.detected is not None:
-            out["detect_ms"].append((s.detected - s.committed) * 1000)
-        if s.issued is not None:
-            out["dispatch_ms"].append((s.issued - s.committed) * 1000)
-        if s.cleared is not None:
-            out["cycle_ms"].append((s.cleared - s.committed) * 1000)
-    return out
+def _ms(end: float | None, start: float | None) -> float | None:
+    return None if end is None or start is None else (end - start) * 1000
+
+
+def record(s: Sample) -> dict[str, Any]:
+    """One alarm as saved in latest-samples.json: the client's and the reactor's times
+    (UNIX seconds), the detecting source, and every figure in ms (None: not measured).
+    `report.metric_lists` rebuilds the percentiles and the plot from these."""
+    return {
+        "pid": s.pid, "source": s.source,
+        "sent": s.sent, "committed": s.committed, "detected": s.detected,
+        "issued": s.issued, "cleared": s.cleared,
+        "detect_ms": _ms(s.detected, s.committed),
+        "dispatch_ms": _ms(s.issued, s.committed),
+        "cycle_ms": _ms(s.cleared, s.committed),
+        "detect_from_send_ms": _ms(s.detected, s.sent),
+        "dispatch_from_send_ms": _ms(s.issued, s.sent),
+        "round_trip_ms": _ms(s.committed, s.sent),
+    }

@@ -15,8 +15,14 @@ The server sends a heartbeat every `[database] heartbeat` seconds; a connection 
 new one from the last boundary after a capped backoff.
 
 Error handling: transient failures (server down, frozen, restarted) -> WARNING, reconnect
-with backoff, then `on_reconnect` (the caller sweeps). Error 1236 (position purged or
-impossible) -> ERROR, restart from the server's current position and `on_reconnect`.
+with backoff, then `on_connected` (the caller sweeps). Error 1236 (position purged or
+impossible) -> ERROR, restart from the server's current position after the backoff (a 1236
+that comes back is not a tight loop) and `on_connected`. Another reader with our server_id
+(error 4052: the server drops the older stream) -> ERROR naming `[database] server_id`,
+reconnect with backoff. The backoff starts again from its first step only after a session
+lasted STABLE_SESSION seconds, so two readers that evict each other slow down. A dump the
+server refuses for good (access denied: a grant missing) -> `run` raises BinlogRefused and
+the caller decides (poll, or stop).
 mysql-replication reconnects by itself once after a lost connection, from the last *event*
 rather than the last transaction boundary; the connection factory below forbids that so
 every reconnect goes through `run`.
@@ -25,6 +31,7 @@ every reconnect goes through `run`.
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import threading
 import time
@@ -46,7 +53,12 @@ from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, Write
 
 from reactor.config import DatabaseConfig
 from reactor.db import map_error
-from reactor.errors import BinlogPositionLost, DatabaseUnavailable, ReactorError
+from reactor.errors import (
+    BinlogPositionLost,
+    DatabaseUnavailable,
+    ReactorError,
+    ServerNotSuitable,
+)
 from reactor.events import RowChange
 from reactor.retry import Backoff
 from reactor.state import Checkpoint, StateFile
@@ -56,6 +68,25 @@ IDLE_SAVE_INTERVAL = 1.0  # seconds between checkpoint saves when no alarm table
 ROW_EVENTS = (WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent)
 
 Batch = Callable[[list[RowChange], Checkpoint], None]
+
+STABLE_SESSION = 10.0  # seconds a session must last before the backoff starts over
+DUPLICATE_ID = 4052  # MariaDB: a reader with the same server_id is already connected
+# the server refuses the dump itself, and will go on refusing until an operator acts
+REFUSED_HINTS = {
+    1227: "GRANT {} ON *.* to the account (sql/grants.sql)",
+    1045: "check [database] user and password",
+    1698: "check [database] user and password",
+    1044: "check the account's grants (sql/grants.sql)",
+}
+_NEEDED = re.compile(r"need \(at least one of\) the (.+?) privilege")
+
+
+def _refusal(code: int, message: str) -> str:
+    """The server's message and what to do about it, naming the grant (error 1227 names
+    it: REPLICATION SLAVE for the dump, BINLOG MONITOR for the position)."""
+    needed = _NEEDED.search(message)
+    hint = REFUSED_HINTS[code].format(needed.group(1) if needed else "REPLICATION SLAVE")
+    return f"{message} (error {code}); {hint}"
 
 
 class _Stop(Exception):
@@ -68,6 +99,14 @@ class _Reconnect(Exception):
 
 class _Undecodable(DatabaseUnavailable):
     """An event could not be read (a library or protocol error, not the network)."""
+
+
+class _DuplicateServerId(DatabaseUnavailable):
+    """The server dropped the stream: another reader connected with the same server_id."""
+
+
+class BinlogRefused(ServerNotSuitable):
+    """The server refuses to send the binlog to this account (a grant is missing)."""
 
 
 UNDECODABLE_RETRIES = 3  # failures at one position before resyncing from the current one
@@ -105,11 +144,13 @@ class BinlogSource:
         self._conn_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()  # set by stop(): ends a backoff pause at once
+        self._connected_at: float | None = None  # monotonic start of the current session
 
     # ------------------------------------------------------------------ event loop side
 
     async def run(self) -> None:
-        """Run sessions until stop(); never returns on a server failure, only retries."""
+        """Run sessions until stop(); on a server failure it retries, except when the
+        server refuses the dump for good (BinlogRefused is raised)."""
         self._loop = asyncio.get_running_loop()
         undecodable: tuple[Checkpoint | None, int] = (None, 0)  # position, failures there
         try:
@@ -119,27 +160,33 @@ class BinlogSource:
                 except asyncio.CancelledError:
                     self.stop()
                     raise
-                except BinlogPositionLost as exc:
-                    self._on_position_lost(exc)
-                    continue
-                except (DatabaseUnavailable, _Reconnect) as exc:
+                except (BinlogPositionLost, DatabaseUnavailable, _Reconnect) as exc:
                     self.connected = False
                     if self._stopping.is_set():
                         break
+                    lost = exc if isinstance(exc, BinlogPositionLost) else None
                     if isinstance(exc, _Undecodable):
                         where, count = undecodable
                         count = count + 1 if where == self.position else 1
                         undecodable = (self.position, count)
                         if count >= UNDECODABLE_RETRIES:
                             undecodable = (None, 0)
-                            self._on_position_lost(BinlogPositionLost(str(exc)))
-                            continue
-                    delay = self.backoff.next()
-                    logger.warning(
-                        "binlog stream lost: {}; reconnecting from {} in {:.1f} s",
-                        exc if str(exc) else "server closed the connection",
-                        self.position or "the current position", delay,
-                    )
+                            lost = BinlogPositionLost(str(exc))
+                    delay = self._next_delay()
+                    if lost is not None:
+                        self._on_position_lost(lost, delay)
+                    elif isinstance(exc, _DuplicateServerId):
+                        logger.error(
+                            "another binlog reader uses server_id {} ([database] server_id, "
+                            "+ 1 for `reactor watch`): the server dropped this stream for it "
+                            "({}); give each reader its own id; reconnecting in {:.1f} s",
+                            self.cfg.server_id, exc, delay)
+                    else:
+                        logger.warning(
+                            "binlog stream lost: {}; reconnecting from {} in {:.1f} s",
+                            exc if str(exc) else "server closed the connection",
+                            self.position or "the current position", delay,
+                        )
                     try:
                         await asyncio.wait_for(self._wake.wait(), timeout=delay)
                     except TimeoutError:
@@ -151,10 +198,20 @@ class BinlogSource:
             self.connected = False
             self._save_checkpoint()
 
-    def _on_position_lost(self, exc: BinlogPositionLost) -> None:
+    def _next_delay(self) -> float:
+        """The pause before the next session: the backoff starts over only after a session
+        that lasted (a reader evicted by another with its server_id at once must not come
+        back every 0.1 s, nor a 1236 that recurs at the current position)."""
+        began, self._connected_at = self._connected_at, None
+        if began is not None and time.monotonic() - began >= STABLE_SESSION:
+            self.backoff.reset()
+        return self.backoff.next()
+
+    def _on_position_lost(self, exc: BinlogPositionLost, delay: float) -> None:
         logger.error(
             "binlog position {} is gone or unreadable ({}); restarting from the server's "
-            "current position; a sweep will find alarms set in between", self.position, exc,
+            "current position in {:.1f} s; a sweep will find alarms set in between",
+            self.position or "(the current one)", exc, delay,
         )
         self.position = None
         self.state.set_checkpoint(None)
@@ -225,8 +282,13 @@ class BinlogSource:
             if self._stopping.is_set():
                 return
             code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+            message = str(exc.args[-1]) if exc.args else str(exc)
+            if code == DUPLICATE_ID or (code == 1236 and "same server" in message.lower()):
+                raise _DuplicateServerId(f"error {code}") from exc
             if code == 1236:
-                raise BinlogPositionLost(str(exc.args[-1])) from exc
+                raise BinlogPositionLost(message) from exc
+            if code in REFUSED_HINTS:
+                raise BinlogRefused(_refusal(code, message)) from exc
             mapped = map_error(exc, "binlog stream")
             if isinstance(mapped, ReactorError) and not isinstance(mapped, DatabaseUnavailable):
                 # refused (grants, schema): retrying may help once an operator fixes it
@@ -292,7 +354,7 @@ class BinlogSource:
                 # with 1236 right after the initial RotateEvent, before this event)
                 if not self.connected:
                     self.connected = True
-                    self.backoff.reset()
+                    self._connected_at = now
                     loop.call_soon_threadsafe(self.on_connected, self.position)
             elif isinstance(event, QueryEvent):
                 self._statement(event)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import os
 import signal
@@ -91,14 +92,30 @@ async def _watch(config: Config, args: argparse.Namespace) -> int:
     from reactor.state import StateFile
 
     out = sys.stdout
+    reader_gone = False
 
     def emit(alarm: Alarm) -> None:
-        out.write(json.dumps(alarm.as_json()) + "\n")
-        out.flush()
+        nonlocal reader_gone
+        if reader_gone:
+            return
+        try:
+            out.write(json.dumps(alarm.as_json()) + "\n")
+            out.flush()
+        except OSError as exc:  # BrokenPipeError: `reactor watch | head -1` has its line
+            if exc.errno != errno.EPIPE:
+                raise
+            reader_gone = True
+            # what is still buffered goes nowhere, and the flush at exit does not fail
+            # (https://docs.python.org/3/library/signal.html#note-on-sigpipe)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, out.fileno())
+            os.close(devnull)
+            logger.info("stdout closed by its reader: stopping")
+            monitor.stop()
 
     database = Database(config.database, workers=2)
     intake = Intake(emit, database)
-    state = StateFile(args.state_file)
+    state = StateFile(args.state_file, key="--state-file")
     state.acquire()  # a checkpoint has one writer
     monitor = Monitor(config, database, state, intake)
     try:
@@ -285,9 +302,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         except BaseExceptionGroup as group:
             raise _first_error(group) from group
     except ConfigError as exc:
+        # also a log_file or state_file the config names but that cannot be used (exit 1:
+        # the unit does not restart-loop on it); a problem naming a command-line option
+        # (--state-file) is not the config file's
         path = _config_path(args)
         for problem in exc.problems:
-            print(f"reactor: {path}: {problem}", file=sys.stderr)
+            where = "" if problem.startswith("--") else f"{path}: "
+            print(f"reactor: {where}{problem}", file=sys.stderr)
         return EXIT_CONFIG
     except ServerNotSuitable as exc:
         print(f"reactor: {exc}", file=sys.stderr)

@@ -17,6 +17,7 @@ import fnmatch
 import os
 import shlex
 import stat
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,14 +27,27 @@ from urllib.parse import urlsplit
 from reactor.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = "/etc/reactor/config.ini"
-DEFAULT_DENIED_UNITS = (
+# Units reactor never acts on, whatever [monitor] allowed_units and denied_units say:
+# restarting them takes down the bus reactor speaks over, systemd itself, polkit, users'
+# session managers or reactor, or they are not processes at all (targets start and stop
+# whole sets of units: reboot.target, emergency.target; slices, scopes, devices, swaps).
+BUILTIN_DENIED_UNITS = (
     "reactor.service",
-    "dbus.service",
-    "dbus-broker.service",
-    "dbus.socket",
-    "systemd-*",
+    "dbus*",
+    "systemd*",
+    "polkit.service",
     "init.scope",
-    "-.slice",
+    "user@*.service",
+    "user-runtime-dir@*.service",
+    "*.target",
+    "*.slice",
+    "*.scope",
+    "*.device",
+    "*.swap",
+)
+# The default of [monitor] denied_units (which adds to the built-in list): the database
+# server reactor reads its alarms from.
+DEFAULT_DENIED_UNITS = (
     "mariadb*.service",
     "mysql*.service",
     "mysqld*.service",
@@ -41,6 +55,10 @@ DEFAULT_DENIED_UNITS = (
 MODES = ("auto", "binlog", "poll")
 STRATEGIES = ("auto", "service", "process")
 LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
+
+
+def builtin_denied(unit: str) -> bool:
+    return any(fnmatch.fnmatchcase(unit, pat) for pat in BUILTIN_DENIED_UNITS)
 
 
 # ---------------------------------------------------------------- value parsers
@@ -60,7 +78,11 @@ def _integer(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-def _seconds(minimum: float, *, allow_equal: bool = True) -> Callable[[str], float]:
+def _seconds(minimum: float, *, allow_equal: bool = True,
+             least: float = 0.0) -> Callable[[str], float]:
+    """Seconds, at or above `minimum` (above it when not allow_equal), and at least `least`
+    (a sensible floor: 1e-300 is above 0, but no interval)."""
+
     def parse(raw: str) -> float:
         try:
             value = float(raw)
@@ -71,6 +93,8 @@ def _seconds(minimum: float, *, allow_equal: bool = True) -> Callable[[str], flo
         if value < minimum or (not allow_equal and value == minimum):
             op = ">=" if allow_equal else ">"
             raise ValueError(f"must be {op} {minimum:g}, got {raw.strip()}")
+        if value < least:
+            raise ValueError(f"must be at least {least:g} s, got {raw.strip()}")
         return value
 
     return parse
@@ -139,6 +163,32 @@ def _url(raw: str) -> str:
     return raw.strip()
 
 
+BUS_TRANSPORTS = ("unix", "tcp")  # what dbus-fast can connect to
+
+
+def _bus(raw: str) -> str:
+    """system, user, or a D-Bus address: TRANSPORT:KEY=VALUE,... (several joined by ;)."""
+    value = raw.strip()
+    if value in ("system", "user"):
+        return value
+    if ":" not in value:
+        raise ValueError("must be system, user or a D-Bus address such as "
+                         f"unix:path=/run/dbus/system_bus_socket, got {raw!r}")
+    for address in filter(None, value.split(";")):
+        transport, _, options = address.partition(":")
+        if transport not in BUS_TRANSPORTS:
+            raise ValueError(f"D-Bus transport must be unix: or tcp:, got {address!r}")
+        pairs = [kv.partition("=") for kv in options.split(",") if kv]
+        if any(not sep or not k for k, sep, _ in pairs):
+            raise ValueError(f"D-Bus address options must be key=value, got {address!r}")
+        keys = {k: v for k, _, v in pairs}
+        if transport == "unix" and not ({"path", "abstract"} & keys.keys()):
+            raise ValueError(f"a unix: D-Bus address needs path= or abstract=, got {address!r}")
+        if transport == "tcp" and not keys.get("port", "0").isdigit():
+            raise ValueError(f"a tcp: D-Bus address needs a numeric port=, got {address!r}")
+    return value
+
+
 def _port(raw: str) -> int:
     value = _integer(1)(raw)
     if value > 65535:
@@ -180,7 +230,7 @@ KEYS: tuple[Key, ...] = (
         "dead after 2.5 heartbeats"),
     Key("monitor", "mode", _choice(MODES), "auto",
         "auto: binlog when the server allows it, else poll; binlog: binlog or refuse; poll"),
-    Key("monitor", "check_interval", _seconds(0, allow_equal=False), "300",
+    Key("monitor", "check_interval", _seconds(0, allow_equal=False, least=0.01), "300",
         "seconds between polls (poll mode) or reconciliation sweeps (binlog mode)"),
     Key("monitor", "max_restart_failures", _integer(1), "3",
         "failed cycles in a row that open a process's circuit breaker"),
@@ -188,14 +238,16 @@ KEYS: tuple[Key, ...] = (
         "seconds an open breaker waits before one trial cycle"),
     Key("monitor", "state_file", _required_text, "/var/lib/reactor/state.json",
         "binlog checkpoint and breaker state"),
-    Key("monitor", "allowed_units", _globs, "*", "glob patterns of units the reactor may act on"),
+    Key("monitor", "allowed_units", _globs, "*.service",
+        "glob patterns of units the reactor may act on"),
     Key("monitor", "denied_units", _globs, " ".join(DEFAULT_DENIED_UNITS),
-        "glob patterns of units the reactor never acts on; wins over allowed_units"),
+        "glob patterns of units the reactor never acts on, besides its built-in list; "
+        "wins over allowed_units"),
     Key("monitor", "max_concurrent_restarts", _integer(1), "32",
         "restarts in progress at once, over all processes"),
     Key("monitor", "shutdown_timeout", _seconds(0), "20",
         "seconds a stop waits for in-flight cycles before cancelling them"),
-    Key("systemd", "bus", _required_text, "system",
+    Key("systemd", "bus", _bus, "system",
         "system, user (the session bus of DBUS_SESSION_BUS_ADDRESS) or a D-Bus address"),
     Key("systemd", "call_timeout", _seconds(0, allow_equal=False), "5",
         "seconds to wait for any one D-Bus call"),
@@ -347,9 +399,9 @@ class Config:
         return name if name.endswith(UNIT_SUFFIXES) else f"{name}.service"
 
     def unit_allowed(self, unit: str) -> bool:
-        """allowed_units and denied_units, denied winning."""
+        """allowed_units, denied_units and the built-in deny list, denied winning."""
         m = self.monitor
-        if any(fnmatch.fnmatchcase(unit, pat) for pat in m.denied_units):
+        if builtin_denied(unit) or any(fnmatch.fnmatchcase(unit, pat) for pat in m.denied_units):
             return False
         return any(fnmatch.fnmatchcase(unit, pat) for pat in m.allowed_units)
 
@@ -388,16 +440,78 @@ def _defaults(keys: dict[str, Key]) -> dict[str, Any]:
     return values
 
 
+def _duplicates(text: str) -> list[str]:
+    """`[section] key: given twice (lines N and M)` for every repeated section or key, found
+    the way configparser reads the file (comments and blank lines end a value; indented
+    lines continue it), so that the other problems can be reported too."""
+    problems: list[str] = []
+    sections: dict[str, int] = {}
+    options: dict[tuple[str, str], int] = {}
+    optcre = configparser.ConfigParser.OPTCRE
+    section: str | None = None
+    option: str | None = None
+    indent = sys.maxsize
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        value = line.strip()
+        if not value or value.startswith(("#", ";")):
+            indent = sys.maxsize
+            continue
+        level = len(line) - len(line.lstrip())
+        if section is not None and option and level > indent:
+            continue  # a continuation line of a value
+        indent = level
+        header = configparser.ConfigParser.SECTCRE.match(value)
+        if header:
+            section, option = header.group("header"), None
+            if section in sections:
+                problems.append(f"[{section}]: given twice (lines {sections[section]} and "
+                                f"{lineno})")
+            sections.setdefault(section, lineno)
+            continue
+        match = optcre.match(value)
+        if section is None or not match:
+            option = None
+            continue  # configparser reports these lines
+        option = match.group("option").rstrip().lower()
+        first = options.setdefault((section, option), lineno)
+        if first != lineno:
+            problems.append(f"[{section}] {option}: given twice (lines {first} and {lineno})")
+    return problems
+
+
+def _read(text: str, path: str) -> tuple[configparser.ConfigParser, list[str]]:
+    """The parsed file and the problems of its syntax, one line each (no path: callers
+    name the file). Repeats are reported by _duplicates and read leniently (later values
+    win), so that the rest of the file is still checked."""
+    problems = _duplicates(text)
+    lines = text.splitlines()
+    for strict in (False,) if problems else (True, False):
+        parser = configparser.ConfigParser(interpolation=None, strict=strict,
+                                           empty_lines_in_values=False)
+        parser.optionxform = str.lower  # type: ignore[assignment,method-assign]
+        try:
+            parser.read_string(text, source=path)
+        except configparser.MissingSectionHeaderError as exc:
+            raise ConfigError([f"not an INI file: line {exc.lineno} is outside any [section]: "
+                               f"{exc.line.strip()!r}"]) from None
+        except (configparser.DuplicateSectionError, configparser.DuplicateOptionError) as exc:
+            # a repeat _duplicates did not see: name it, then read the file again leniently
+            option = f" {exc.option}" if isinstance(exc, configparser.DuplicateOptionError) \
+                else ""
+            problems.append(f"[{exc.section}]{option}: given twice (line {exc.lineno})")
+            continue
+        except configparser.ParsingError as exc:
+            problems.extend(f"line {n}: not a [section] or a key = value line: "
+                            f"{lines[n - 1].strip()!r}" for n, _ in exc.errors)
+        except configparser.Error as exc:
+            raise ConfigError([f"not an INI file: {exc.message.splitlines()[0]}"]) from None
+        return parser, problems
+    raise AssertionError("a lenient read raises no DuplicateError")
+
+
 def parse_config(text: str, path: str = "<string>") -> Config:
     """Parse config text. Raises ConfigError listing every problem."""
-    parser = configparser.ConfigParser(interpolation=None, strict=True, empty_lines_in_values=False)
-    parser.optionxform = str.lower  # type: ignore[assignment,method-assign]
-    try:
-        parser.read_string(text, source=path)
-    except configparser.Error as exc:
-        raise ConfigError([f"{path}: not an INI file: {exc.message.splitlines()[0]}"]) from None
-
-    problems: list[str] = []
+    parser, problems = _read(text, path)
     parsed: dict[str, dict[str, Any]] = {}
     for section in SECTIONS:
         keys = keys_of(section)
@@ -453,9 +567,9 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+        raise ConfigError([f"cannot read: {exc.strerror}"]) from None
     except UnicodeDecodeError:
-        raise ConfigError([f"{path}: not UTF-8 text"]) from None
+        raise ConfigError(["not UTF-8 text"]) from None
     return parse_config(text, str(path))
 
 

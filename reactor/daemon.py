@@ -78,10 +78,14 @@ class Daemon:
                 await self.monitor.choose_mode()
             await self.systemd.connect()
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self.pipeline.run(), name="pipeline")
+                cycles = tg.create_task(self.pipeline.run(), name="pipeline")
                 await self.pipeline.started.wait()
                 yield tg
                 self.pipeline.close()
+                await cycles
+                # only now: outcomes of the cycles that finished while stopping still retry
+                # a database that is briefly away
+                self.store.stop()
             await self.store.flush()
         finally:
             self.monitor.stop()
@@ -105,7 +109,6 @@ class Daemon:
             self.notifier.stopping("stopping: finishing in-flight restarts")
             self.monitor.stop()
             await source
-            self.store.stop()
             beat.cancel()
         logger.info("stopped: {} cycle(s) run, {} cancelled", self.pipeline.counters.cycles,
                     self.pipeline.cancelled)

@@ -14,6 +14,7 @@ ReactorError                    base of everything the reactor raises on purpose
     ├── BinlogPositionLost      the saved binlog position is purged or impossible (error 1236)
     ├── NoSuchUnit              systemd does not know the unit
     ├── UnitOperationFailed     systemd refused the operation or its job ended other than "done"
+    │   └── AccessDenied        polkit or the bus policy said no: the operator's decision
     └── Refused                 the alarm names a process the reactor must not touch
 """
 
@@ -70,6 +71,10 @@ class NoSuchUnit(PermanentError):
 
 class UnitOperationFailed(PermanentError):
     """systemd refused an operation on a unit, or its job ended with a result other than done."""
+
+
+class AccessDenied(UnitOperationFailed):
+    """polkit (or the bus policy) refused the operation: never worked around."""
 
 
 class Refused(PermanentError):

@@ -7,21 +7,33 @@
 - `[logging] log_file`: the line above, rotated at `max_log_size` KB, `log_files_to_keep` kept.
 - Records from the standard `logging` module (PyMySQL, mysql-replication, dbus-fast) are
   routed through loguru, so they share format, level and sinks.
-- Every secret given to `setup` (the database password) is replaced by *** in every line.
+- Every secret given to `setup` (the database password) is replaced by *** in the final text
+  of every line, tracebacks included, and so are its escaped forms (repr(), JSON: a password
+  with a backslash or a quote shows as `s3cr\\\\et` in a repr). A secret shorter than
+  MIN_REDACTED characters is not redacted (replacing "pw" everywhere would mangle words and
+  still point at the password); setup says so in a WARNING line.
+- A log file that cannot be opened is a ConfigError (`[logging] log_file: cannot open ...`).
+  Root running the daemon gives the log files it creates to the owner of their directory
+  (the service's LogsDirectory=), rotated files included.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import socket
 import sys
-from collections.abc import Iterable
+import traceback
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TextIO
 
 from loguru import logger
 
 from reactor.config import LoggingConfig
+from reactor.errors import ConfigError
+from reactor.state import give_to_directory_owner
 
 if TYPE_CHECKING:
     from loguru import Record
@@ -31,6 +43,8 @@ JOURNAL_LINE = "<{extra[priority]}>{message}{extra[ctx]}"
 PRIORITY = {"TRACE": 7, "DEBUG": 7, "INFO": 6, "SUCCESS": 5, "WARNING": 4, "ERROR": 3,
             "CRITICAL": 2}
 HOST = socket.gethostname()
+MIN_REDACTED = 4  # shorter secrets are not redacted (see above)
+INTERNAL = ("host", "priority", "ctx", "_line")  # extra keys of our own, not context
 
 
 class _Intercept(logging.Handler):
@@ -59,23 +73,70 @@ def under_journald(stream: TextIO) -> bool:
     return st.st_dev == int(dev) and st.st_ino == int(ino)
 
 
-def _patcher(secrets: tuple[str, ...]) -> Any:
+def _secret_pattern(secret: str) -> str:
+    """A regex for the secret as written, and as repr(), ascii() or JSON escape it (once or
+    more: a repr of a repr doubles every backslash)."""
+    parts = []
+    for c in secret:
+        if c == "\\":
+            parts.append(r"\\+")
+            continue
+        alternatives = [r"\\*" + re.escape(c)]  # as is, or a quote escaped by backslashes
+        for form in sorted({repr(c)[1:-1], ascii(c)[1:-1], json.dumps(c)[1:-1]}):
+            if form != c and form.startswith("\\") and form.lstrip("\\") != c:
+                alternatives.append(r"\\+" + re.escape(form.lstrip("\\")))  # \n, \xe9
+        parts.append(f"(?:{'|'.join(alternatives)})")
+    return "".join(parts)
+
+
+def redactor(secrets: Iterable[str]) -> Callable[[str], str]:
+    """text -> text with every secret (MIN_REDACTED characters or more) replaced by ***."""
+    usable = sorted({s for s in secrets if len(s) >= MIN_REDACTED}, key=len, reverse=True)
+    if not usable:
+        return lambda text: text
+    pattern = re.compile("|".join(_secret_pattern(s) for s in usable))
+    return lambda text: pattern.sub("***", text)
+
+
+def _patcher(redact: Callable[[str], str]) -> Any:
     def patch(record: Record) -> None:
         extra = record["extra"]
         extra.setdefault("host", HOST)
         extra["priority"] = PRIORITY.get(record["level"].name, 6)
-        ctx = " ".join(f"{k}={v}" for k, v in extra.items()
-                       if k not in ("host", "priority", "ctx"))
-        extra["ctx"] = f" [{ctx}]" if ctx else ""
-        message = record["message"]
-        for secret in secrets:
-            if secret in message:
-                message = message.replace(secret, "***")
-            if secret in extra["ctx"]:
-                extra["ctx"] = extra["ctx"].replace(secret, "***")
-        record["message"] = message
+        ctx = " ".join(f"{k}={v}" for k, v in extra.items() if k not in INTERNAL)
+        # redacted here too: loguru shows the record itself when a sink fails
+        extra["ctx"] = redact(f" [{ctx}]") if ctx else ""
+        record["message"] = redact(record["message"])
 
     return patch
+
+
+def _formatter(template: str, redact: Callable[[str], str]) -> Callable[[Record], str]:
+    """A loguru format function: the whole line, traceback included, is rendered and
+    redacted here; loguru only copies it out (a constant template, so nothing in the text is
+    taken for a format field or a colour tag)."""
+
+    def render(record: Record) -> str:
+        text = template.format_map(record)
+        exc = record["exception"]
+        if exc is not None:
+            text += "\n" + "".join(
+                traceback.format_exception(exc.type, exc.value, exc.traceback)).rstrip("\n")
+        record["extra"]["_line"] = redact(text)
+        return "{extra[_line]}\n"
+
+    return render
+
+
+def _open_log(path: str, flags: int) -> int:
+    """open()'s opener for the log file and each rotated one."""
+    fd = os.open(path, flags, 0o666)
+    try:
+        give_to_directory_owner(fd, os.path.dirname(path) or ".")
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
 
 
 def setup(cfg: LoggingConfig | None, *, secrets: Iterable[str] = (), level: str | None = None,
@@ -83,16 +144,26 @@ def setup(cfg: LoggingConfig | None, *, secrets: Iterable[str] = (), level: str 
     """(Re)configure every sink. Safe to call more than once (tests, reloads)."""
     stream = stderr if stderr is not None else sys.stderr
     lvl = level or (cfg.level if cfg else "INFO")
+    secrets = [s for s in secrets if s]
+    redact = redactor(secrets)
     logger.remove()
-    logger.configure(patcher=_patcher(tuple(s for s in secrets if s)))
+    logger.configure(patcher=_patcher(redact))
     journal = under_journald(stream)
-    logger.add(stream, level=lvl, format=JOURNAL_LINE if journal else LINE, colorize=False,
-               backtrace=False, diagnose=False)
+    logger.add(stream, level=lvl, format=_formatter(JOURNAL_LINE if journal else LINE, redact),
+               colorize=False, backtrace=False, diagnose=False)
     if to_file and cfg is not None and cfg.log_file:
-        os.makedirs(os.path.dirname(os.path.abspath(cfg.log_file)), exist_ok=True)
-        logger.add(cfg.log_file, level=lvl, format=LINE, rotation=cfg.max_log_size * 1024,
-                   retention=cfg.log_files_to_keep, encoding="utf-8", backtrace=False,
-                   diagnose=False, enqueue=False)
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(cfg.log_file)), exist_ok=True)
+            logger.add(cfg.log_file, level=lvl, format=_formatter(LINE, redact),
+                       rotation=cfg.max_log_size * 1024, retention=cfg.log_files_to_keep,
+                       encoding="utf-8", backtrace=False, diagnose=False, enqueue=False,
+                       opener=_open_log)
+        except OSError as exc:
+            raise ConfigError([f"[logging] log_file: cannot open {cfg.log_file}: "
+                               f"{exc.strerror or exc}"]) from None
+    if any(len(s) < MIN_REDACTED for s in secrets):
+        logger.warning("the database password is shorter than {} characters: log lines do "
+                       "not hide it", MIN_REDACTED)
     logging.basicConfig(handlers=[_Intercept()], level=logging.getLevelName(
         "DEBUG" if lvl == "TRACE" else ("INFO" if lvl == "SUCCESS" else lvl)), force=True)
     # mysql-replication warns on every lost connection, which binlog.py reports itself

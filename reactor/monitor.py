@@ -1,11 +1,17 @@
 """The alarm sources for the chosen mode, feeding one Intake.
 
-    binlog mode: BinlogSource (push) + sweep at start, after every reconnect, every
-                 check_interval, and when the stream shows a statement it cannot decode
+    binlog mode: BinlogSource (push) + sweep at start (without waiting for the stream:
+                 alarms already set are handled even while it cannot connect), after
+                 every (re)connect, every check_interval, and when the stream shows a
+                 statement it cannot decode
     poll mode:   a poll every check_interval (the same query as the sweep)
 
 `ready` is set once the first source is connected and the first sweep or poll is done:
-from then on no alarm can be missed.
+from then on no alarm can be missed. The start-up sweep runs alongside the stream's replay
+from its checkpoint: an alarm still set may come from either, once.
+
+When the server refuses the binlog dump for good (a grant revoked after the start-up
+check): ERROR; mode=auto goes on polling, mode=binlog raises ServerNotSuitable.
 
 Error handling: a failed sweep or poll is logged (a WARNING when the database is down, an
 ERROR when it refuses: a grant or table missing) and retried with a capped backoff; a
@@ -20,10 +26,10 @@ import asyncio
 from loguru import logger
 
 from reactor import db as queries
-from reactor.binlog import BinlogSource
+from reactor.binlog import BinlogRefused, BinlogSource
 from reactor.config import Config
 from reactor.db import Database
-from reactor.errors import ReactorError, TransientError
+from reactor.errors import ReactorError, ServerNotSuitable, TransientError
 from reactor.events import Source
 from reactor.intake import Intake
 from reactor.preflight import choose_mode, inspect_server
@@ -84,9 +90,32 @@ class Monitor:
             on_statement=self.request_sweep,
         )
         await self._prime()
+        refused: list[BinlogRefused] = []
+        self.request_sweep()  # at start, whether or not the stream connects
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(self.binlog.run(), name="binlog")
-            tg.create_task(self._sweep_loop(), name="sweep")
+            sweeper = tg.create_task(self._sweep_loop(), name="sweep")
+            tg.create_task(self._stream(sweeper, refused), name="binlog")
+        if not refused or self._stopping:
+            return
+        if self.config.monitor.mode == "binlog":
+            logger.error("binlog stream refused: {}", refused[0])
+            raise ServerNotSuitable(
+                f"[monitor] mode = binlog, but the server refuses the binlog stream: "
+                f"{refused[0]}")
+        logger.error("binlog stream refused: {}; falling back to polling every {:g} s",
+                     refused[0], self.config.monitor.check_interval)
+        self.mode = "poll"
+        self.binlog = None
+        await self._poll_loop()
+
+    async def _stream(self, sweeper: asyncio.Task[None], refused: list[BinlogRefused]) -> None:
+        """The binlog source; when the server refuses it for good, the sweeps end too."""
+        assert self.binlog is not None
+        try:
+            await self.binlog.run()
+        except BinlogRefused as exc:
+            refused.append(exc)
+            sweeper.cancel()
 
     async def _prime(self) -> None:
         """Fix the stream's start position, then load the name cache: every PROCESE change

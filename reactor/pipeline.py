@@ -5,9 +5,10 @@
 
 Per process, one cycle is in flight: alarms that arrive before the restart was issued
 coalesce into it; one that arrives after earns exactly one more cycle (and the alarm is
-cleared only by the last). Restart actions share a semaphore of
-`max_concurrent_restarts`; waits (delays, health checks) hold nothing, so a slow or
-failing process never delays another.
+cleared only by the last). Two processes that name the same unit take turns. Restart
+actions share a semaphore of `max_concurrent_restarts` (commands another of the same
+size); waits (delays, settle times) hold nothing, so a slow or failing process never
+delays another.
 
 Outcomes: success clears the alarm (if still set) with a note; failure leaves it set, with
 a note saying why, and lets a later sweep retry it; a refusal (unknown id, bad or denied
@@ -23,9 +24,10 @@ still set, is left to the next sweep. Cancellation (shutdown) propagates.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from loguru import logger
@@ -43,7 +45,10 @@ from reactor.units import Target, resolve
 
 
 def hhmmss(t: float) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(t))
+    """Local time of day; with the date when t is half a day or more away from now (a
+    breaker's `until` after a long circuit_reset_time)."""
+    fmt = "%Y-%m-%d %H:%M:%S" if abs(t - time.time()) >= 43200 else "%H:%M:%S"
+    return time.strftime(fmt, time.localtime(t))
 
 
 @dataclass
@@ -58,6 +63,12 @@ class Slot:
     def issued(self) -> bool:
         """The restart of the current cycle has been issued."""
         return self.issued_attempt > 0
+
+
+@dataclass
+class _UnitTurn:
+    lock: asyncio.Lock
+    users: int = 0
 
 
 @dataclass
@@ -85,6 +96,8 @@ class Pipeline:
         self._tasks: set[asyncio.Task[None]] = set()
         self._trials: dict[int, asyncio.TimerHandle] = {}
         self._sem = asyncio.Semaphore(config.monitor.max_concurrent_restarts)
+        commands.set_limit(config.monitor.max_concurrent_restarts)
+        self._units: dict[str, _UnitTurn] = {}
         self._ids = itertools.count(time.time_ns() // 1000)
         self._tg: asyncio.TaskGroup | None = None
         self._closing = asyncio.Event()
@@ -196,8 +209,17 @@ class Pipeline:
             step("refused", str(exc))
             await self.store.note(pid, f"refused {hhmmss(time.time())}: {exc}")
             return False
+        # two rows may name one unit (the same name twice, or `unit =`): their cycles take
+        # turns, so that one unit never has two restarts or two breaker trials at once
+        async with self._exclusive(target.unit):
+            return await self._act(target, alarm, slot, step)
+
+    async def _act(self, target: Target, alarm: Alarm, slot: Slot,
+                   step: Callable[..., None]) -> bool:
+        """A resolved alarm: breaker, attempts, outcome."""
+        pid = alarm.process_id
         unit = target.unit
-        log = log.bind(unit=unit)
+        log = logger.bind(process=alarm.process_name or pid, unit=unit)
 
         if not await self._breaker_allows(target, alarm, step):
             return False
@@ -278,6 +300,18 @@ class Pipeline:
                 await asyncio.sleep(delay)
                 delay *= s.restart_backoff
         return False, f"{reason} ({s.max_attempts} attempt(s))", ""
+
+    @contextlib.asynccontextmanager
+    async def _exclusive(self, unit: str) -> AsyncIterator[None]:
+        entry = self._units.setdefault(unit, _UnitTurn(asyncio.Lock()))
+        entry.users += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.users -= 1
+            if not entry.users:
+                del self._units[unit]
 
     # ------------------------------------------------------------------ breaker
 

@@ -22,7 +22,23 @@ REQUIRED = {
     "binlog_row_image": ("FULL", "set binlog_row_image=FULL"),
     "binlog_row_metadata": ("FULL", "set binlog_row_metadata=FULL"),
 }
-_REPLICATION = re.compile(r"\bREPLICATION (SLAVE|REPLICA)\b|\bALL PRIVILEGES ON \*\.\*", re.I)
+# the privileges that let an account read the binlog; REPLICATION SLAVE ADMIN (administer
+# replicas) and REPLICA/SLAVE MONITOR are other privileges
+_BINLOG_READ = {"REPLICATION SLAVE", "REPLICATION REPLICA", "ALL PRIVILEGES", "ALL"}
+_GRANT = re.compile(r"^GRANT (.+?) ON (\S+) TO ", re.I)
+_COMMA = re.compile(r",\s*(?![^()]*\))")  # not inside a column list: SELECT (a, b)
+
+
+def may_read_binlog(grants: list[str]) -> bool:
+    """Whether SHOW GRANTS lines give REPLICATION SLAVE (or ALL) on *.*."""
+    for line in grants:
+        m = _GRANT.match(line.strip())
+        if m is None or m.group(2) != "*.*":
+            continue
+        privileges = {p.strip().upper() for p in _COMMA.split(m.group(1))}
+        if privileges & _BINLOG_READ:
+            return True
+    return False
 
 
 @dataclass
@@ -54,8 +70,7 @@ def inspect_server(cur: pymysql.cursors.Cursor) -> ServerReport:
             report.missing.append(f"{name} is {have}, needs {wanted} ({how})")
 
     cur.execute("SHOW GRANTS")
-    grants = " ".join(str(row[0]) for row in cur.fetchall())
-    if not _REPLICATION.search(grants):
+    if not may_read_binlog([str(row[0]) for row in cur.fetchall()]):
         report.missing.append(
             "the account lacks REPLICATION SLAVE (GRANT REPLICATION SLAVE ON *.*)")
     try:

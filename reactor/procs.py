@@ -2,8 +2,8 @@
 /proc, SIGTERM, wait, SIGKILL the survivors, then run the configured start_command.
 
 A process matches NAME when its command name (comm, which the kernel cuts at 15
-characters) or the base name of its executable or argv[0] equals NAME. The reactor's own
-process and its parent are never matched. A PID is signalled only while its start time
+characters) or the base name of its executable or argv[0] equals NAME. PID 1, the
+reactor's own process and its parent are never matched. A PID is signalled only while its start time
 is the one seen when it was found (no PID reuse accidents).
 """
 
@@ -65,7 +65,7 @@ def _runs_as(pid: int, name: str) -> bool:
 
 def find(name: str) -> list[ProcRef]:
     """Processes running as NAME (see module docstring). Blocking: scans /proc."""
-    mine = {os.getpid(), os.getppid()}
+    mine = {1, os.getpid(), os.getppid()}
     found = []
     for entry in os.listdir(PROC):
         if not entry.isdigit() or int(entry) in mine or not _runs_as(int(entry), name):

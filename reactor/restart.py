@@ -6,7 +6,8 @@
 - process: for programs that are not units: SIGTERM the processes of that name, SIGKILL
   after stop_timeout, then run start_command.
 - auto: service; process when the unit does not exist or cannot be restarted (and a
-  start_command is configured), or when the bus is stuck.
+  start_command is configured), or when the bus is stuck. Never when polkit refused the
+  restart: that is the operator's decision, not a failure to work around.
 
 Error handling: returns an Attempt saying what happened for the reactor's own errors;
 anything else (a bug) propagates to the pipeline, which records it as a failed cycle.
@@ -23,6 +24,7 @@ from loguru import logger
 
 from reactor import procs
 from reactor.errors import (
+    AccessDenied,
     BusUnavailable,
     CallTimeout,
     JobTimeout,
@@ -55,7 +57,8 @@ async def restart(target: Target, systemd: Systemd, on_issued: Callable[[], None
                else str(exc))
         # auto tries the process strategy; for a missing unit even without a start_command,
         # so that the note names what is missing
-        if strategy == "auto" and (missing or target.settings.start_command):
+        if strategy == "auto" and not isinstance(exc, AccessDenied) and (
+                missing or target.settings.start_command):
             return await _process(target, on_issued, why)
         return Attempt(False, "service",
                        f"no such unit {target.unit} ({exc})" if missing else why, True)

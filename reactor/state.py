@@ -9,7 +9,13 @@ rename -> fsync(dir): a crash leaves either the old or the new file, never a tor
 
 Error handling: an unreadable or corrupt file is logged and treated as empty (the start-up
 sweep finds every alarm still set); a failed save is logged (once per distinct error) and
-retried with the next change.
+retried with the next change. A directory that cannot be created or a lock file that cannot
+be opened is a ConfigError naming the key (`[monitor] state_file: cannot open ...`): exit 1,
+which the unit does not restart, as for any other config the reactor cannot use.
+
+Ownership: root running a command for the service (`reactor sweep --once`) gives every file
+it creates here (state file, lock file) to the owner of the directory, so that the service,
+running as that user, can still open them.
 """
 
 from __future__ import annotations
@@ -24,11 +30,22 @@ from typing import Any
 
 from loguru import logger
 
-from reactor.errors import PermanentError
+from reactor.errors import ConfigError, PermanentError
 
 
 class StateLocked(PermanentError):
     """Another reactor process (run, or sweep --once) holds this state file."""
+
+
+def give_to_directory_owner(fd: int, directory: str | os.PathLike[str]) -> None:
+    """Running as root: a root-owned file in a directory owned by someone else (the
+    service's StateDirectory= or LogsDirectory=) goes to that directory's owner."""
+    if os.geteuid() != 0:
+        return
+    owner = os.stat(directory)
+    st = os.fstat(fd)
+    if st.st_uid == 0 and (st.st_uid, st.st_gid) != (owner.st_uid, owner.st_gid):
+        os.fchown(fd, owner.st_uid, owner.st_gid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,11 +66,13 @@ class StateFile:
     fsyncs. The saver writes the latest state (changes made during a save are coalesced
     into the next one); flush() waits until everything changed so far is on disk, close()
     flushes and ends the thread. path=None keeps the state in memory only (`reactor watch`
-    without --state-file).
+    without --state-file). `key` names the setting in errors.
     """
 
-    def __init__(self, path: str | os.PathLike[str] | None) -> None:
+    def __init__(self, path: str | os.PathLike[str] | None, *,
+                 key: str = "[monitor] state_file") -> None:
         self.path = Path(path) if path is not None else None
+        self.key = key
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._data: dict[str, Any] = self._read()
@@ -64,7 +83,14 @@ class StateFile:
         self._last_error = ""
         self._lock_fd: int | None = None
         if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise self._unusable("create directory", exc) from None
+
+    def _unusable(self, doing: str, exc: OSError) -> ConfigError:
+        where = exc.filename if exc.filename is not None else self.path
+        return ConfigError([f"{self.key}: cannot {doing} {where}: {exc.strerror or exc}"])
 
     def acquire(self) -> None:
         """Become the only process acting on this state (run, sweep --once): two writers
@@ -72,7 +98,15 @@ class StateFile:
         if self.path is None:
             return
         lock_path = self.path.with_name(self.path.name + ".lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise self._unusable("open", exc) from None
+        try:
+            give_to_directory_owner(fd, lock_path.parent)
+        except OSError as exc:
+            os.close(fd)
+            raise self._unusable("chown", exc) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -169,10 +203,7 @@ class StateFile:
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            owner = os.stat(self.path.parent)
-            if os.geteuid() == 0 and (owner.st_uid, owner.st_gid) != (0, os.getegid()):
-                # root running a command for the service: the file stays the service's
-                os.fchown(fd, owner.st_uid, owner.st_gid)
+            give_to_directory_owner(fd, self.path.parent)  # root: the file stays the service's
             os.write(fd, payload)
             os.fsync(fd)
         finally:

@@ -9,8 +9,9 @@ job path from either side; signals for jobs that are not ours are dropped. The m
 handler never returns a truthy value (that would swallow method replies).
 
 Error handling: every call runs under `[systemd] call_timeout` and every job wait under
-`job_timeout`. D-Bus errors are mapped here: NoSuchUnit -> NoSuchUnit (permanent); other
-refusals (masked, access denied, bad setting) -> UnitOperationFailed (permanent); a
+`job_timeout`. D-Bus errors are mapped here: NoSuchUnit -> NoSuchUnit (permanent); access
+denied (polkit) -> AccessDenied; other refusals (masked, bad setting) -> UnitOperationFailed
+(permanent); a
 timeout -> CallTimeout and a lost or unopenable connection -> BusUnavailable (transient).
 After a loss the next call reconnects, and subscribes again.
 """
@@ -31,6 +32,7 @@ from loguru import logger
 
 from reactor.config import SystemdConfig
 from reactor.errors import (
+    AccessDenied,
     BusUnavailable,
     CallTimeout,
     JobTimeout,
@@ -58,6 +60,10 @@ EARLY_RESULTS_KEPT = 4096
 MAX_CALLS_IN_FLIGHT = 64  # JobRemoved results kept for replies still on their way
 
 _NOT_FOUND = {f"{SD}.NoSuchUnit", f"{SD}.LoadFailed"}
+_DENIED = {
+    "org.freedesktop.DBus.Error.AccessDenied",
+    "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired",
+}
 _TRANSIENT = {
     "org.freedesktop.DBus.Error.NoReply",
     "org.freedesktop.DBus.Error.Timeout",
@@ -86,6 +92,8 @@ def map_error(reply: Message, what: str) -> Exception:
     message = f"{what}: {text} ({name})"
     if name in _NOT_FOUND:
         return NoSuchUnit(message)
+    if name in _DENIED:
+        return AccessDenied(message)
     if name in _TRANSIENT:
         return CallTimeout(message) if "Timeout" in name or "NoReply" in name else \
             BusUnavailable(message)
@@ -238,7 +246,9 @@ class Systemd:
         msg = Message(destination=dest, path=path, interface=iface, member=member,
                       signature=signature, body=body or [])
         try:
-            async with asyncio.timeout(self.cfg.call_timeout), self._in_flight:
+            # the timeout starts once the call may be sent: waiting for the in-flight bound
+            # (a storm) is not the bus being slow
+            async with self._in_flight, asyncio.timeout(self.cfg.call_timeout):
                 if before_send is not None:
                     before_send()
                 reply = await bus.call(msg)

@@ -7,10 +7,11 @@ as argv; `%s` becomes exactly one argument).
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
-from reactor.config import UNIT_SUFFIXES, Config, ProcessConfig
+from reactor.config import UNIT_SUFFIXES, Config, ProcessConfig, builtin_denied
 from reactor.errors import Refused
 
 # A process name: what a unit prefix or a program name can be. No leading '-' (it would
@@ -57,6 +58,26 @@ def resolve(config: Config, name: str | None, pid: int) -> Target:
     settings = config.for_process(name)
     if settings.restart_strategy != "process" and not valid_unit_name(unit):
         raise Refused(f"invalid unit name {unit[:40]!r}")
+    if builtin_denied(unit) or unit == own_unit():
+        raise Refused(f"unit {unit} is denied: reactor never acts on it (built-in list)")
     if not config.unit_allowed(unit):
         raise Refused(f"unit {unit} is denied by [monitor] allowed_units/denied_units")
     return Target(name, unit, settings)
+
+
+@functools.cache
+def own_unit() -> str | None:
+    """The service unit reactor itself runs in (from its cgroup), if any: never restarted,
+    whatever it is called."""
+    try:
+        with open("/proc/self/cgroup", encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:  # "0::PATH" (cgroup v2) or "N:name=systemd:PATH" (v1)
+        _, controllers, path = line.split(":", 2)
+        if controllers in ("", "name=systemd"):
+            units = [part for part in path.split("/") if part.endswith(".service")]
+            if units:
+                return units[-1]
+    return None

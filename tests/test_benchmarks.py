@@ -1,6 +1,7 @@
 """Smoke test of the benchmark: its entry point, much reduced, into a temporary results
 directory. Checks the shape of latest.json and that something was measured in every part;
-never how fast anything was (that is the benchmark's output, not a test)."""
+never how fast anything was (that is the benchmark's output, not a test). Plus the
+report's bookkeeping on made-up records (no lab)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import report
 from tests.conftest import REPO, unavailable
-
-pytestmark = [pytest.mark.mariadb, pytest.mark.systemd]
 
 STATS = {"n", "p50", "p90", "p99", "max"}
 MODES = {"binlog", "poll_1s", "poll_0.1s"}
+FIGURES = ("detect_ms", "dispatch_ms", "cycle_ms", "detect_from_send_ms",
+           "dispatch_from_send_ms")
 EXIT_UNAVAILABLE = 77  # benchmarks/bench.py: the lab cannot run on this machine
 
 
@@ -39,6 +41,8 @@ def run_bench(args: list[str], timeout: float) -> subprocess.CompletedProcess[st
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, "")
 
 
+@pytest.mark.mariadb
+@pytest.mark.systemd
 def test_reduced_benchmark_writes_results_with_the_schema(tmp_path: Path) -> None:
     done = run_bench(["--quick", "--alarms", "3", "--units", "2", "--max-pause", "0.05",
                       "--idle", "1", "--storm-units", "5", "--detect-rows", "20",
@@ -51,11 +55,16 @@ def test_reduced_benchmark_writes_results_with_the_schema(tmp_path: Path) -> Non
     assert set(results) == {"modes", "storm", "idle", "machine"}
     assert set(results["modes"]) == MODES
     for mode, metrics in results["modes"].items():
-        assert set(metrics) == {"detect_ms", "dispatch_ms", "cycle_ms"}, mode
-        for metric, stats in metrics.items():
+        assert set(metrics) == {*FIGURES, "source", "detected_by_other_source"}, mode
+        assert metrics["source"] == ("binlog" if mode == "binlog" else "poll")
+        assert metrics["detected_by_other_source"] == 0, (mode, done.stdout[-4000:])
+        for metric in FIGURES:
+            stats = metrics[metric]
             assert set(stats) == STATS, (mode, metric)
             assert stats["n"] > 0, (mode, metric, done.stdout[-4000:])
             assert all(isinstance(stats[k], float | int) for k in STATS), (mode, metric)
+        # from the UPDATE's send is never earlier than from its OK
+        assert metrics["dispatch_from_send_ms"]["p50"] >= metrics["dispatch_ms"]["p50"]
     assert set(results["idle"]) == MODES
     for mode, cost in results["idle"].items():
         assert {"cpu_percent", "queries_per_s", "rss_kb"} <= set(cost), mode
@@ -63,12 +72,58 @@ def test_reduced_benchmark_writes_results_with_the_schema(tmp_path: Path) -> Non
     storm = results["storm"]
     assert storm["units"] == 5 and storm["max_concurrent_restarts"] > 0
     assert {"all_detected_ms", "all_cleared_ms", "units_restarted_twice"} <= set(storm)
+    # counted by systemd (JobRemoved), not by the reactor: one finished job per unit
+    assert storm["units_one_job_done"] == 5 and storm["job_results"] == {"done": 5}, storm
+    assert storm["units_restarted_twice"] == 0 and storm["units_not_restarted"] == 0
+    assert storm["exactly_once"] is True
     assert storm["detection"]["rows"] == 20 and storm["detection"]["seen"] > 0
     machine = results["machine"]
     assert {"cpu_model", "cores", "kernel", "python", "mariadb", "date"} <= set(machine)
     assert machine["settle_time"] == 0
 
+    samples = json.loads((tmp_path / "latest-samples.json").read_text())
+    assert set(samples["modes"]) == MODES
+    for mode, saved in samples["modes"].items():
+        assert len(saved["alarms"]) == 3, mode
+        assert {"sent", "committed", "source", "detect_ms", "dispatch_ms",
+                "cycle_ms"} <= set(saved["alarms"][0]), mode
+
     assert (tmp_path / "latest.png").read_bytes().startswith(b"\x89PNG")
     table = (tmp_path / "latest.md").read_text()
     assert "| binlog | dispatch_ms |" in table
     assert "PASS" in done.stdout or "MISS" in done.stdout  # targets printed, not asserted
+    assert "| n >= 200 per mode" in table and "min n = 3 | MISS |" in table  # 3 alarms
+
+    # the tables and the plot rebuilt from latest.json and the samples: the same figures
+    (tmp_path / "latest.png").unlink()
+    rebuilt = subprocess.run([sys.executable, "-m", "benchmarks.report", str(tmp_path)],
+                             cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert (tmp_path / "latest.md").read_text() == table
+    assert json.loads((tmp_path / "latest.json").read_text()) == results
+    assert (tmp_path / "latest.png").read_bytes().startswith(b"\x89PNG")
+
+
+def _record(source: str | None, sent: float, detected: float | None) -> dict[str, object]:
+    committed = sent + 0.002
+    ms = None if detected is None else (detected - committed) * 1000
+    return {"pid": 1, "source": source, "sent": sent, "committed": committed,
+            "detected": detected, "issued": detected, "cleared": committed + 0.03,
+            "detect_ms": ms, "dispatch_ms": ms, "cycle_ms": 30.0,
+            "detect_from_send_ms": None if ms is None else ms + 2,
+            "dispatch_from_send_ms": None if ms is None else ms + 2, "round_trip_ms": 2.0}
+
+
+def test_only_the_modes_own_source_counts_and_short_runs_miss_the_n_target() -> None:
+    records = {"binlog": [_record("binlog", 0.0, 0.003), _record("sweep", 1.0, 1.5),
+                          _record(None, 2.0, None)]}
+    results: dict[str, object] = {"modes": {}, "storm": {}, "idle": {}, "machine": {}}
+    raw = report.summarize_modes(records, results)
+    binlog = results["modes"]["binlog"]  # type: ignore[index]
+    assert binlog["detected_by_other_source"] == 1
+    assert binlog["cycle_ms"]["n"] == 1 and raw["binlog"]["cycle_ms"] == [30.0]
+    assert binlog["dispatch_ms"]["p50"] == pytest.approx(1.0)
+    assert binlog["dispatch_from_send_ms"]["p50"] == pytest.approx(3.0)
+    assert results["machine"]["update_round_trip_ms"]["n"] == 3  # type: ignore[index]
+    n_target = report.targets(results)[0]  # type: ignore[arg-type]
+    assert n_target.goal.startswith("n >= 200") and n_target.verdict == "MISS"

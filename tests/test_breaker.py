@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+import time
+
 from reactor.breaker import Breaker, Event, State, transition
+from reactor.pipeline import hhmmss
 
 LIMITS = {"max_failures": 3, "reset_time": 100.0}
 
@@ -50,3 +54,9 @@ def test_round_trip_through_json() -> None:
     b = Breaker(State.OPEN, 4, 123.5)
     assert Breaker.from_json(b.to_json()) == b
     assert Breaker.from_json({"state": "bogus"}) == Breaker()
+
+
+def test_note_times_carry_the_date_when_far_from_now() -> None:
+    """`breaker open until 09:30:00` is ambiguous after a circuit_reset_time of days."""
+    assert re.fullmatch(r"\d\d:\d\d:\d\d", hhmmss(time.time() + 60))
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", hhmmss(time.time() + 3 * 86400))

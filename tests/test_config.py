@@ -169,3 +169,65 @@ def test_check_config_warns_about_a_readable_password(tmp_path: Path) -> None:
 def test_load_config_reports_unreadable_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.ini")
+
+
+def test_a_duplicated_key_or_section_names_both_lines_and_the_rest_is_checked() -> None:
+    found = problems("[database]\nuser = a\nport = 1\nUser = b\n"
+                     "[monitor]\nmode = stream\n"
+                     "[database]\nhost = h\nport = 2\n")
+    assert "[database] user: given twice (lines 2 and 4)" in found, found
+    assert "[database]: given twice (lines 1 and 7)" in found, found
+    assert "[database] port: given twice (lines 3 and 9)" in found, found
+    assert any(p.startswith("[monitor] mode: must be one of") for p in found), found
+
+
+def test_a_line_that_is_not_key_value_names_its_line() -> None:
+    found = problems(MINIMAL + "[monitor]\nthis is not a setting\nmode = x\n")
+    assert any(p.startswith("line 4: ") for p in found), found
+    assert any(p.startswith("[monitor] mode: ") for p in found), found
+
+
+@pytest.mark.parametrize("bus", ["system", "user", "unix:path=/run/dbus/system_bus_socket",
+                                 "unix:abstract=/tmp/dbus-x", "tcp:host=127.0.0.1,port=5000",
+                                 "unix:path=/nonexistent/bus;unix:path=/run/bus"])
+def test_bus_accepts_system_user_or_an_address(bus: str) -> None:
+    assert parse_config(MINIMAL + f"[systemd]\nbus = {bus}\n").systemd.bus == bus
+
+
+@pytest.mark.parametrize("bus", ["bogus", "System", "unix:", "unix:path", "foo:bar=1",
+                                 "tcp:host=h,port=x", "/run/dbus/system_bus_socket"])
+def test_bus_rejects_anything_else(bus: str) -> None:
+    found = problems(MINIMAL + f"[systemd]\nbus = {bus}\n")
+    assert len(found) == 1 and found[0].startswith("[systemd] bus: "), found
+
+
+def test_check_interval_has_a_sensible_minimum() -> None:
+    assert parse_config(MINIMAL + "[monitor]\ncheck_interval = 0.01\n").monitor.check_interval \
+        == 0.01
+    found = problems(MINIMAL + "[monitor]\ncheck_interval = 1e-300\n")
+    assert found == ["[monitor] check_interval: must be at least 0.01 s, got 1e-300"], found
+
+
+def test_check_config_names_the_file_once(tmp_path: Path) -> None:
+    dup = tmp_path / "dup.ini"
+    dup.write_text("[database]\nuser = a\nuser = b\n")
+    dup.chmod(0o600)
+    done = run_check(dup)
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [f"{dup}: [database] user: given twice (lines 2 and 3)"]
+
+    garbage = tmp_path / "garbage.ini"
+    garbage.write_text("not an ini file\n")
+    done = run_check(garbage)
+    assert done.returncode == 1
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"{garbage}: not an INI file") and line.count(str(garbage)) == 1
+
+    missing = tmp_path / "nope.ini"
+    done = run_check(missing)
+    assert done.stderr.splitlines() == [f"{missing}: cannot read: No such file or directory"]
+    done = subprocess.run([*REACTOR, "run", "--config", str(missing)], capture_output=True,
+                          text=True, cwd=REPO, check=False)
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"reactor: {missing}: cannot read: No such file or directory"]

@@ -93,3 +93,40 @@ def test_backoff_grows_and_is_capped() -> None:
     assert [round(b.next(), 3) for _ in range(6)] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
     b.reset()
     assert b.next() == 0.1
+
+
+def test_repeated_position_lost_is_paced_by_the_backoff() -> None:
+    """Error 1236 that comes back at the position the source resynced to (a stand-in
+    session raises it) is retried after growing delays, not in a tight loop."""
+    import asyncio
+
+    from reactor.binlog import BinlogSource
+    from reactor.config import DatabaseConfig
+    from reactor.errors import BinlogPositionLost
+    from reactor.state import StateFile
+
+    cfg = DatabaseConfig(host="127.0.0.1", port=1, socket="", user="u", password="p",
+                         database="d", server_id=7, connect_timeout=1, heartbeat=1)
+    delays: list[float] = []
+
+    class Recorded(Backoff):
+        def next(self) -> float:
+            delays.append(super().next())
+            return delays[-1]
+
+    source = BinlogSource(cfg, StateFile(None), on_batch=lambda *a: None,
+                          on_connected=lambda cp: None, backoff=Recorded(0.01, 0.04))
+    sessions = 0
+
+    def session() -> None:
+        nonlocal sessions
+        sessions += 1
+        if sessions > 5:
+            source._stopping.set()
+            return
+        raise BinlogPositionLost("Client requested master to start replication from "
+                                 "impossible position")
+
+    source._session = session  # type: ignore[method-assign]
+    asyncio.run(source.run())
+    assert [round(d, 3) for d in delays] == [0.01, 0.02, 0.04, 0.04, 0.04]

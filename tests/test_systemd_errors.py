@@ -11,7 +11,13 @@ import pytest
 from dbus_fast import Message, MessageType
 
 from reactor.config import SystemdConfig
-from reactor.errors import BusUnavailable, CallTimeout, NoSuchUnit, UnitOperationFailed
+from reactor.errors import (
+    AccessDenied,
+    BusUnavailable,
+    CallTimeout,
+    NoSuchUnit,
+    UnitOperationFailed,
+)
 from reactor.systemd import Systemd, map_error, unit_path
 
 
@@ -24,8 +30,8 @@ def error(name: str, text: str = "boom") -> Message:
     ("org.freedesktop.systemd1.NoSuchUnit", NoSuchUnit),
     ("org.freedesktop.systemd1.LoadFailed", NoSuchUnit),
     ("org.freedesktop.systemd1.UnitMasked", UnitOperationFailed),
-    ("org.freedesktop.DBus.Error.AccessDenied", UnitOperationFailed),
-    ("org.freedesktop.DBus.Error.InteractiveAuthorizationRequired", UnitOperationFailed),
+    ("org.freedesktop.DBus.Error.AccessDenied", AccessDenied),
+    ("org.freedesktop.DBus.Error.InteractiveAuthorizationRequired", AccessDenied),
     ("org.freedesktop.DBus.Error.NoReply", CallTimeout),
     ("org.freedesktop.DBus.Error.Timeout", CallTimeout),
     ("org.freedesktop.DBus.Error.Disconnected", BusUnavailable),

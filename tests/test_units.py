@@ -59,3 +59,27 @@ def test_process_strategy_names_need_not_be_unit_names() -> None:
     assert resolve(config, "g++", 1).name == "g++"
     with pytest.raises(Refused, match="invalid unit name"):
         resolve(CONFIG, "g++", 1)
+
+
+@pytest.mark.parametrize("name", [
+    "reboot.target", "poweroff.target", "emergency.target", "multi-user.target",
+    "user@0.service", "user-runtime-dir@0.service", "systemd", "systemd-logind",
+    "dbus", "dbus-broker", "polkit", "reactor", "init.scope", "system.slice",
+    "session-1.scope", "dev-sda.device", "swapfile.swap",
+])
+def test_built_in_deny_list_holds_whatever_the_config_says(name: str) -> None:
+    """Units that take the machine, the bus, polkit or reactor down are refused even with
+    everything allowed and the configurable deny list emptied; the process strategy too."""
+    config = parse_config("[database]\nuser = r\n[monitor]\nallowed_units = *\n"
+                          "denied_units =\n[process.default]\nrestart_strategy = process\n"
+                          "start_command = /bin/true\n")
+    with pytest.raises(Refused, match="denied: reactor never acts on it"):
+        resolve(config, name, 1)
+
+
+def test_default_lists_allow_services_only_and_deny_the_database_server() -> None:
+    config = parse_config("[database]\nuser = r\n")
+    assert resolve(config, "nginx", 1).unit == "nginx.service"
+    for name in ("mariadb", "mysql", "mysqld", "app.socket", "backup.timer", "data.mount"):
+        with pytest.raises(Refused, match="is denied by"):
+            resolve(config, name, 1)

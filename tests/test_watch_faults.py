@@ -27,7 +27,9 @@ def test_server_restarted_mid_stream(own_mariadb: MariaDB, tmp_path: Path,
     db.restart()
     db.execute("UPDATE STATUS_PROCESS SET alarma = 1 WHERE process_id = 2", database=DB)
     got = alarm_of(p.line(timeout=20))
-    assert (got["process_id"], got["source"]) == (2, "binlog")
+    # the stream replays it from its boundary, while the sweep after the reconnect may
+    # read the row first: either one, but once (the sentinel and the silence below)
+    assert (got["process_id"], got["source"]) in ((2, "binlog"), (2, "sweep"))
     p.wait_stderr("binlog stream lost")
     p.wait_stderr("binlog stream reconnected")
     sentinel(db, p, 3)
@@ -49,10 +51,13 @@ def test_server_killed_and_back_after_a_while(own_mariadb: MariaDB, tmp_path: Pa
 
 def test_frozen_server_is_noticed_by_the_heartbeat(own_mariadb: MariaDB, tmp_path: Path,
                                                    procs: list[Proc]) -> None:
-    """SIGSTOP: the TCP connection stays open but no heartbeat comes; the read timeout
-    (2.5 heartbeats) declares the stream dead. After SIGCONT it recovers by itself."""
+    """An idle stream stays up on the server's heartbeats alone; SIGSTOP: the TCP connection
+    stays open but no heartbeat comes; the read timeout (2.5 heartbeats) declares the stream
+    dead. After SIGCONT it recovers by itself."""
     db = own_mariadb
     p = watch(procs, write_config(tmp_path / "c.ini", db, {"database": {"heartbeat": 0.4}}))
+    time.sleep(2.0)  # 5 heartbeat periods, 2 read timeouts: no row event, only heartbeats
+    assert "binlog stream lost" not in p.stderr and "reconnect" not in p.stderr, p.stderr
     db.freeze()
     try:
         p.wait_stderr("binlog stream lost", timeout=10)
@@ -125,14 +130,88 @@ def test_binlog_mode_refuses_an_unsuitable_server(tmp_path: Path) -> None:
 def test_account_without_replication_grant_polls(own_mariadb: MariaDB, tmp_path: Path,
                                                  procs: list[Proc]) -> None:
     """A suitable server but an account that may not read the binlog: auto polls and the
-    warning names the missing grant."""
+    warning names the missing grant. REPLICATION SLAVE ADMIN is another privilege (it
+    administers replicas) and does not let an account read the binlog."""
     db = own_mariadb
     db.execute("REVOKE REPLICATION SLAVE ON *.* FROM 'reactor'@'localhost'")
+    db.execute("GRANT REPLICATION SLAVE ADMIN ON *.* TO 'reactor'@'localhost'")
     config = write_config(tmp_path / "c.ini", db, {"monitor": {"check_interval": 0.2}})
     p = watch(procs, config)
     assert "lacks REPLICATION SLAVE" in p.wait_stderr("falling back to polling").string
     db.execute("UPDATE STATUS_PROCESS SET alarma = 1 WHERE process_id = 1", database=DB)
     assert alarm_of(p.line())["source"] == "poll"
+
+
+def kill_binlog_dumps(db: MariaDB) -> int:
+    """End the server side of every binlog stream (as a server restart would)."""
+    ids = [row[0] for row in db.execute("SHOW PROCESSLIST") if row[4] == "Binlog Dump"]
+    for thread in ids:
+        db.execute(f"KILL {thread}")
+    return len(ids)
+
+
+@pytest.mark.parametrize("mode", ["auto", "binlog"])
+def test_stream_refused_after_start(own_mariadb: MariaDB, tmp_path: Path, procs: list[Proc],
+                                    mode: str) -> None:
+    """The grant is revoked while the watcher streams, then the stream has to reconnect:
+    the server refuses the dump (error 1227) and will go on refusing. Not retried forever:
+    an ERROR naming the grant, then auto polls and binlog mode exits 4 (server unsuitable)."""
+    db = own_mariadb
+    config = write_config(tmp_path / "c.ini", db, {"monitor": {"mode": mode,
+                                                               "check_interval": 0.2}})
+    p = watch(procs, config)
+    db.execute("REVOKE REPLICATION SLAVE ON *.* FROM 'reactor'@'localhost'")
+    assert kill_binlog_dumps(db) == 1
+    error = p.wait_stderr(r"ERROR .*binlog stream refused").string
+    assert "GRANT REPLICATION SLAVE" in error and "1227" in error
+    if mode == "binlog":
+        assert p.proc.wait(20) == 4
+        last = [ln for ln in p.stderr.splitlines() if ln.strip()][-1]
+        assert last.startswith("reactor: ") and "REPLICATION SLAVE" in last, last
+        return
+    p.wait_stderr("falling back to polling")
+    db.execute("UPDATE STATUS_PROCESS SET alarma = 1 WHERE process_id = 1", database=DB)
+    assert alarm_of(p.line())["source"] == "poll"
+    assert p.lines_for(0.5) == []
+    assert sum("binlog stream refused" in ln for ln in p.err_lines) == 1  # not retried
+
+
+def test_start_sweep_runs_when_the_stream_cannot_connect(own_mariadb: MariaDB,
+                                                         tmp_path: Path,
+                                                         procs: list[Proc]) -> None:
+    """An alarm already set at start is handled even while the stream cannot connect (here
+    the account may open only 2 connections: the queries get theirs, the stream's second
+    one is refused), not after the first check_interval (60 s in these tests)."""
+    db = own_mariadb
+    db.execute("UPDATE STATUS_PROCESS SET alarma = 1 WHERE process_id = 1", database=DB)
+    db.execute("ALTER USER 'reactor'@'localhost' WITH MAX_USER_CONNECTIONS 2")
+    config = write_config(tmp_path / "c.ini", db, {"monitor": {"mode": "binlog"}})
+    p = Proc(["watch", "--config", str(config)])
+    procs.append(p)
+    got = alarm_of(p.line(timeout=10))
+    assert (got["process_id"], got["source"]) == (1, "sweep")
+    p.wait_stderr("binlog stream lost")
+    assert "binlog stream connected" not in p.stderr
+
+
+def test_duplicate_server_id(own_mariadb: MariaDB, tmp_path: Path, procs: list[Proc]) -> None:
+    """Two readers with one server_id: the server drops the older stream (error 4052) each
+    time the other connects. Each says so with an ERROR naming the setting, and their
+    reconnects slow down (capped backoff) instead of evicting each other every 0.1 s."""
+    db = own_mariadb
+    config = write_config(tmp_path / "c.ini", db)
+    first = watch(procs, config)
+    second = watch(procs, config)  # the same --server-id: [database] server_id + 1
+    error = first.wait_stderr(r"ERROR .*server_id").string
+    assert "[database] server_id" in error and "4052" in error, error
+    start = [len(first.err_lines), len(second.err_lines)]
+    time.sleep(4)
+    reconnects = sum(
+        sum("binlog stream reconnected" in ln for ln in p.err_lines[n:])
+        for p, n in zip((first, second), start, strict=True))
+    # backoff 0.1, 0.2, 0.4 ... for each: about 6 in 4 s; without it about 40
+    assert 1 <= reconnects <= 12, (first.stderr, second.stderr)
+    second.wait_stderr(r"ERROR .*\[database\] server_id")
 
 
 def test_poll_mode_survives_a_database_restart(own_mariadb: MariaDB, tmp_path: Path,

@@ -5,6 +5,8 @@ alarms set with the stock mariadb client. Shows each alarm -> restart -> cleared
 
 Each alarm is set by running the `mariadb` command-line client, as an operator would; the
 same client session reads the server clock right after its commit. From that commit time:
+- detected (first alarm only): `reactor watch`, running alongside with its own server_id,
+  prints the alarm as a JSON line; its detected_at;
 - restart: when the reactor sent RestartUnit (its audit row, REACTOR_AUDIT.at);
 - cleared: when a client polling the row every 0.5 ms first saw alarma=0 again.
 """
@@ -12,6 +14,7 @@ same client session reads the server clock right after its commit. From that com
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -51,14 +54,20 @@ def commit_with_client(db: MariaDB, pid: int) -> float:
     return float(done.stdout.split()[-1])
 
 
-def issued_at(db: MariaDB, pid: int, after: float) -> float:
-    rows = db.execute("SELECT UNIX_TIMESTAMP(at) FROM REACTOR_AUDIT WHERE process_id = %s "
-                      "AND step = 'restart_issued' ORDER BY id DESC LIMIT 1", (pid,),
-                      database=DB)
-    value = float(rows[0][0]) if rows else 0.0
-    if value < after - 1:
-        raise RuntimeError(f"no restart_issued audit row for process {pid}")
-    return value
+def issued_at(db: MariaDB, pid: int, after_id: int, timeout: float = 5.0) -> tuple[int, float]:
+    """This cycle's restart_issued audit row (id above `after_id`): its id and time. The
+    reactor writes audit rows in batches, a little after the alarm is already cleared."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = db.execute("SELECT id, UNIX_TIMESTAMP(at) FROM REACTOR_AUDIT WHERE id > %s "
+                          "AND process_id = %s AND step = 'restart_issued' ORDER BY id "
+                          "LIMIT 1", (after_id, pid), database=DB)
+        if rows:
+            return int(rows[0][0]), float(rows[0][1])
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no restart_issued audit row for process {pid} "
+                               f"within {timeout:g} s")
+        time.sleep(0.005)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         + ", ".join(f"{u}.service" for u in UNITS))
     sbx = SystemdSandbox(base / "systemd").start()
     reactor: ReactorProcess | None = None
+    watcher: ReactorProcess | None = None
     try:
         database = db.setup_reactor_schema(password="demo-pw")
         for unit in UNITS:
@@ -89,9 +99,13 @@ def main(argv: list[str] | None = None) -> int:
         config = write_config(base / "config.ini", db, sbx, database, args.settle)
         say(f"reactor run --config {config}")
         reactor = ReactorProcess(["run", "--config", str(config)], echo_stderr=True)
+        # alongside, for the first alarm: the operator's tool, with its own server_id
+        watcher = ReactorProcess(["watch", "--config", str(config)])
         reactor.wait_stderr("ready: mode=")
+        watcher.wait_stderr("watching for alarms")
 
         to_restart, to_clear = [], []
+        last_audit = 0
         poller = db.connect(DB)
         cur = poller.cursor()
         for i in range(args.alarms):
@@ -102,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             cleared = client.wait_cleared(cur, pid, timeout=10)
             if cleared is None:
                 raise RuntimeError(f"alarm of process {pid} not cleared within 10 s")
-            restart = issued_at(db, pid, committed)
+            last_audit, restart = issued_at(db, pid, last_audit)
             to_restart.append((restart - committed) * 1000)
             to_clear.append((cleared - committed) * 1000)
             if i < len(UNITS):
@@ -110,6 +124,15 @@ def main(argv: list[str] | None = None) -> int:
                 note = db.execute("SELECT notes FROM STATUS_PROCESS WHERE process_id = %s",
                                   (pid,), database=DB)[0][0]
                 say(f"mariadb -e \"UPDATE STATUS_PROCESS SET alarma=1 WHERE process_id={pid}\"")
+                if watcher is not None:
+                    line = watcher.line().strip()
+                    seen = json.loads(line)
+                    print(f"    reactor watch: {line}", flush=True)
+                    print(f"    reactor watch detected it "
+                          f"{(seen['detected_at'] - committed) * 1000:6.2f} ms after the commit",
+                          flush=True)
+                    watcher.stop()
+                    watcher = None
                 print(f"    RestartUnit {unit} sent {to_restart[-1]:6.2f} ms after the commit",
                       flush=True)
                 print(f"    alarma=0 seen by a client {to_clear[-1]:6.2f} ms after the commit;"
@@ -127,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         say("the bash tool this replaces polled every 300 s: its median wait was 150 s")
         return 0
     finally:
+        if watcher is not None:
+            watcher.stop()
         if reactor is not None:
             reactor.stop()
         sbx.stop()
