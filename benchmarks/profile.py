@@ -31,6 +31,8 @@ def top(folded: Path, count: int = 20) -> str:
     threads: collections.Counter[str] = collections.Counter()
     for line in folded.read_text().splitlines():
         stack, _, n = line.rpartition(" ")
+        if not n.isdigit():  # py-spy now and then writes a frame torn by a race: skip it
+            continue
         frames = stack.split(";")
         samples = int(n)
         threads[frames[0]] += samples

@@ -387,8 +387,8 @@ def plot(raw: dict[str, dict[str, list[float]]], results: dict[str, Any], path: 
         ax.set_title(f"{metric}: {METRIC_TEXT[metric]}", fontsize=9)
         floored = sum(1 for m in raw.values() for v in m[metric] if v <= PLOT_FLOOR_MS)
         ax.set_xlabel("ms after the client's commit (log scale)"
-                      + (f"; {floored} value(s) <= 0 drawn at {PLOT_FLOOR_MS:g}" if floored
-                         else ""))
+                      + (f"\n{floored} value(s) <= 0 drawn at {PLOT_FLOOR_MS:g} ms" if floored
+                         else ""), fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("fraction of alarms")
     axes[0].legend(loc="upper left", fontsize=8)
