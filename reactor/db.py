@@ -80,7 +80,11 @@ def mapped(what: str) -> Iterator[None]:
 
 
 class Database:
-    """A pool of blocking connections used from asyncio through worker threads."""
+    """A pool of blocking connections used from asyncio through worker threads.
+
+    Each worker thread keeps one connection. When one of them finds the server gone, the
+    connections of the others date from before too (a restarted server): they are all
+    replaced at their next use, rather than each failing once first."""
 
     def __init__(self, cfg: DatabaseConfig, *, workers: int = 4) -> None:
         self.cfg = cfg
@@ -88,15 +92,27 @@ class Database:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._conns: list[pymysql.Connection] = []
+        self._generation = 0  # bumped when a connection of the current one is lost
 
     def _conn(self) -> pymysql.Connection:
         conn: pymysql.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and self._local.generation != self._generation:
+            self._drop()  # opened before a loss another worker saw
+            conn = None
         if conn is None:
+            generation = self._generation
             conn = connect(self.cfg)
-            self._local.conn = conn
+            self._local.conn, self._local.generation = conn, generation
             with self._lock:
                 self._conns.append(conn)
         return conn
+
+    def _lost(self) -> None:
+        """This thread's connection is gone: so are the others of its generation."""
+        with self._lock:
+            if getattr(self._local, "generation", None) == self._generation:
+                self._generation += 1
+        self._drop()
 
     def _drop(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -119,7 +135,7 @@ class Database:
         except (pymysql.err.MySQLError, OSError) as exc:
             mapped_exc = map_error(exc, getattr(fn, "__name__", "query"))
             if isinstance(mapped_exc, DatabaseUnavailable):
-                self._drop()
+                self._lost()
             raise mapped_exc from exc
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
