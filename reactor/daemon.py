@@ -45,7 +45,7 @@ class Daemon:
         self.database = Database(config.database)
         self.systemd = Systemd(config.systemd)
         self.store = Store(self.database)
-        self.intake = Intake(self._submit, self.database)
+        self.intake = Intake(self._submit, self.database, verify_replay=True)
         self.pipeline = Pipeline(
             config, self.systemd, self.store, self.state,
             settle=self.intake.settle, is_active=self.intake.tracker.is_active,

@@ -168,6 +168,14 @@ def fetch_names(cur: pymysql.cursors.Cursor) -> dict[int, str]:
     return {int(pid): name for pid, name in cur.fetchall()}
 
 
+def fetch_status(cur: pymysql.cursors.Cursor, pid: int) -> tuple[int, str | None] | None:
+    """(alarma, process_name) of one process now; None when STATUS_PROCESS lacks it."""
+    cur.execute("SELECT s.alarma, p.process_name FROM STATUS_PROCESS s LEFT JOIN PROCESE p "
+                "ON p.process_id = s.process_id WHERE s.process_id = %s", (pid,))
+    row = cur.fetchone()
+    return None if row is None else (int(row[0]), None if row[1] is None else str(row[1]))
+
+
 def fetch_name(cur: pymysql.cursors.Cursor, pid: int) -> str | None:
     cur.execute("SELECT process_name FROM PROCESE WHERE process_id = %s", (pid,))
     row = cur.fetchone()

@@ -124,10 +124,12 @@ class Monitor:
         backoff = Backoff(0.1, 5.0)
         while not self._stopping:
             try:
-                if self.binlog.position is None:
-                    status = await self.database.call(queries.master_status)
-                    if status is not None:
+                status = await self.database.call(queries.master_status)
+                if status is not None:
+                    if self.binlog.position is None:
                         self.binlog.position = Checkpoint(*status)
+                    else:  # resuming: what lies up to here happened while nobody read
+                        self.intake.replay_until = Checkpoint(*status)
                 self.intake.names.update(await self.database.call(queries.fetch_names))
                 return
             except TransientError as exc:

@@ -13,7 +13,7 @@ import pytest
 from reactor.lab.mariadb import MariaDB
 from reactor.lab.sandbox import SystemdSandbox
 from tests.busproxy import BusProxy
-from tests.conftest import Proc
+from tests.conftest import Proc, wait_for
 from tests.rig import DB, Rig
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.systemd]
@@ -109,3 +109,27 @@ def test_stuck_bus_is_a_recorded_failure_and_the_daemon_recovers(rig: Rig,
     proxy.cut()  # the stalled connection may hold half-read messages: start clean
     rig.wait_cleared(pid, timeout=20)
 
+
+
+def test_replayed_alarm_no_longer_set_restarts_nothing(rig: Rig) -> None:
+    """While reactor is stopped, one alarm is set and reset again, another is set and
+    left. On start the stream replays both from the checkpoint: the one still set is
+    handled, the other is logged and restarts nothing (an operator already dealt with
+    it, or a reactor that crashed before its checkpoint save already had)."""
+    gone, gone_name = rig.add("replay-gone")
+    kept, _ = rig.add("replay-kept")
+    unit = f"{gone_name}.service"
+    before = wait_for(lambda: rig.started_at(unit), what="unit started")
+    config = rig.config()
+    assert rig.start(config).stop() == 0  # leaves a checkpoint
+    rig.alarm(gone)
+    rig.db.execute("UPDATE STATUS_PROCESS SET alarma = 0 WHERE process_id = %s", (gone,),
+                   database=DB)
+    rig.alarm(kept)
+    p = rig.start(config)
+    rig.wait_cleared(kept)
+    p.wait_stderr(rf"alarm of process {gone} at \S+ was set while reactor was not reading "
+                  "and is no longer set: not acted on")
+    time.sleep(0.3)
+    assert rig.steps(gone) == []
+    assert rig.started_at(unit) == before
