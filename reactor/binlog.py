@@ -128,8 +128,12 @@ class BinlogSource:
         on_connected: Callable[[Checkpoint | None], None],
         on_statement: Callable[[], None] = lambda: None,
         backoff: Backoff | None = None,
+        folds_case: bool = False,
     ) -> None:
         self.cfg = cfg
+        # lower_case_table_names = 1: the server names schema and tables in lower case
+        # in the binlog; rows are handed on under the names the rest of reactor uses
+        self.folds_case = folds_case
         self.state = state
         self.on_batch = on_batch
         self.on_connected = on_connected
@@ -264,8 +268,8 @@ class BinlogSource:
             log_pos=start.pos if start else None,
             only_events=[*ROW_EVENTS, XidEvent, QueryEvent, RotateEvent, FormatDescriptionEvent,
                          HeartbeatLogEvent],
-            only_schemas=[self.cfg.database],
-            only_tables=list(TABLES),
+            only_schemas=[self.cfg.database.lower() if self.folds_case else self.cfg.database],
+            only_tables=[t.lower() for t in TABLES] if self.folds_case else list(TABLES),
             slave_heartbeat=hb,
             pymysql_wrapper=self._connect,
             enable_logging=False,
@@ -318,7 +322,7 @@ class BinlogSource:
             now = time.monotonic()
             self.last_event_at = now
             if isinstance(event, ROW_EVENTS):
-                table = event.table
+                table = event.table.upper() if self.folds_case else event.table
                 if isinstance(event, UpdateRowsEvent):
                     for row in event.rows:
                         pending.append(RowChange(table, row["before_values"], row["after_values"]))

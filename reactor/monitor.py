@@ -50,6 +50,7 @@ class Monitor:
         self.state = state
         self.intake = intake
         self.mode = ""
+        self.folds_case = False  # lower_case_table_names: the binlog's table names are lower
         self.ready = asyncio.Event()
         self.sweeps = 0
         self.binlog: BinlogSource | None = None
@@ -65,6 +66,7 @@ class Monitor:
         report = None
         if configured != "poll":
             report = await self.database.call(inspect_server)
+            self.folds_case = report.folds_case
         self.mode = choose_mode(configured, report)
         return self.mode
 
@@ -85,6 +87,7 @@ class Monitor:
             return
         self.binlog = BinlogSource(
             self.config.database, self.state,
+            folds_case=self.folds_case,
             on_batch=self.intake.on_batch,
             on_connected=self._on_connected,
             on_statement=self.request_sweep,

@@ -51,6 +51,12 @@ class ServerReport:
     def binlog_ok(self) -> bool:
         return not self.missing
 
+    @property
+    def folds_case(self) -> bool:
+        """lower_case_table_names = 1: tables are stored, and named in the binlog, in lower
+        case (with 2, a macOS setting, they keep the case they were created with)."""
+        return self.variables.get("lower_case_table_names", "0") == "1"
+
 
 def inspect_server(cur: pymysql.cursors.Cursor) -> ServerReport:
     """Read the settings and grants the binlog source needs (blocking; run in a thread)."""
@@ -59,7 +65,8 @@ def inspect_server(cur: pymysql.cursors.Cursor) -> ServerReport:
     report.version = str(cur.fetchone()[0])
     cur.execute(
         "SHOW GLOBAL VARIABLES WHERE Variable_name IN "
-        "('log_bin','binlog_format','binlog_row_image','binlog_row_metadata')"
+        "('log_bin','binlog_format','binlog_row_image','binlog_row_metadata',"
+        "'lower_case_table_names')"
     )
     report.variables = {str(k).lower(): str(v).upper() for k, v in cur.fetchall()}
     for name, (wanted, how) in REQUIRED.items():

@@ -112,6 +112,25 @@ def test_auto_mode_falls_back_to_polling_without_row_metadata(tmp_path: Path,
         db.cleanup()
 
 
+def test_lower_case_table_names_server_is_streamed(tmp_path: Path, procs: list[Proc]) -> None:
+    """lower_case_table_names = 1 (tables stored as status_process, procese): the stream
+    still sees the alarms, with their names (a rename in PROCESE included), not only the
+    sweep every check_interval."""
+    db = start_mariadb(tmp_path / "db", extra_args=("--lower-case-table-names=1",))
+    try:
+        db.setup_reactor_schema()
+        config = write_config(tmp_path / "c.ini", db, {"monitor": {"mode": "binlog"}})
+        p = watch(procs, config)
+        db.execute("UPDATE PROCESE SET process_name = 'renamed' WHERE process_id = 2",
+                   database=DB)
+        db.execute("UPDATE STATUS_PROCESS SET alarma = 1 WHERE process_id = 2", database=DB)
+        got = alarm_of(p.line())
+        assert (got["process_id"], got["process_name"], got["source"]) == \
+            (2, "renamed", "binlog")
+    finally:
+        db.cleanup()
+
+
 def test_binlog_mode_refuses_an_unsuitable_server(tmp_path: Path) -> None:
     """mode = binlog on a server without the binlog: exit 4 and one line naming it."""
     db = start_mariadb(tmp_path / "db", binlog_args=())
