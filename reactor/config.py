@@ -189,6 +189,24 @@ def _bus(raw: str) -> str:
     return value
 
 
+def _readable_file(raw: str) -> str:
+    """A file the reactor opens itself later (a certificate): empty, or readable now."""
+    value = raw.strip()
+    if value and not os.access(value, os.R_OK):
+        why = "no such file" if not os.path.exists(value) else "not readable"
+        raise ValueError(f"{why}: {value}")
+    return value
+
+
+def _boolean(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("yes", "true", "on", "1"):
+        return True
+    if value in ("no", "false", "off", "0"):
+        return False
+    raise ValueError(f"must be yes or no, got {raw!r}")
+
+
 def _port(raw: str) -> int:
     value = _integer(1)(raw)
     if value > 65535:
@@ -225,6 +243,14 @@ KEYS: tuple[Key, ...] = (
     Key("database", "server_id", _server_id, "4242",
         "binlog replica id; unique among every replica and binlog reader of the server"),
     Key("database", "connect_timeout", _seconds(0.1), "5", "seconds to wait for a connection"),
+    Key("database", "ssl_ca", _readable_file, "",
+        "CA certificate file (PEM): when set, TLS is required and the server's certificate "
+        "is verified against it"),
+    Key("database", "ssl_cert", _readable_file, "",
+        "client certificate file (PEM), for X509 accounts"),
+    Key("database", "ssl_key", _readable_file, "", "the client certificate's key file (PEM)"),
+    Key("database", "ssl_verify_identity", _boolean, "yes",
+        "with ssl_ca: the server's certificate must name `host`"),
     Key("database", "heartbeat", _seconds(0.1), "1",
         "seconds between server heartbeats on the binlog stream; a silent stream is declared "
         "dead after 2.5 heartbeats"),
@@ -305,6 +331,10 @@ class DatabaseConfig:
     server_id: int
     connect_timeout: float
     heartbeat: float
+    ssl_ca: str = ""
+    ssl_cert: str = ""
+    ssl_key: str = ""
+    ssl_verify_identity: bool = True
 
     def pymysql_args(self) -> dict[str, Any]:
         """Keyword arguments for pymysql.connect (a fresh dict each call)."""
@@ -320,6 +350,16 @@ class DatabaseConfig:
         else:
             args["host"] = self.host
             args["port"] = self.port
+        if self.ssl_ca or self.ssl_cert:
+            # PyMySQL: with a CA, TLS is required and the certificate verified; a key present
+            # in this dict is used, even when empty
+            ssl: dict[str, Any] = {"check_hostname": bool(self.ssl_ca) and
+                                   self.ssl_verify_identity}
+            for key, path in (("ca", self.ssl_ca), ("cert", self.ssl_cert),
+                              ("key", self.ssl_key)):
+                if path:
+                    ssl[key] = path
+            args["ssl"] = ssl
         return args
 
 

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 need=""
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
 for pkg in mariadb-server mariadb-client systemd dbus util-linux man-db groff-base python3-venv \
-           polkitd nodejs; do
+           polkitd nodejs openssl; do
   have "$pkg" || need="$need $pkg"
 done
 if [ -n "$need" ]; then

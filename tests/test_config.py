@@ -231,3 +231,17 @@ def test_check_config_names_the_file_once(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert done.stderr.splitlines() == [
         f"reactor: {missing}: cannot read: No such file or directory"]
+
+
+def test_tls_settings(tmp_path: Path) -> None:
+    """Certificate files must be readable when the config is loaded; the TLS options
+    reach PyMySQL only when set (a key present there is used, even empty)."""
+    assert "ssl" not in parse_config(MINIMAL).database.pymysql_args()
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    args = parse_config(MINIMAL + f"ssl_ca = {ca}\nssl_verify_identity = no\n") \
+        .database.pymysql_args()
+    assert args["ssl"] == {"ca": str(ca), "check_hostname": False}
+    found = problems(MINIMAL + f"ssl_ca = {tmp_path}/nope.pem\nssl_verify_identity = maybe\n")
+    assert found == [f"[database] ssl_ca: no such file: {tmp_path}/nope.pem",
+                     "[database] ssl_verify_identity: must be yes or no, got 'maybe'"], found
