@@ -3,7 +3,8 @@
 One round checks, in order:
 - a unit (service strategy): ActiveState is active, and stays active with the same MainPID
   and NRestarts for `settle_time` (a Type=simple unit reads active before a broken
-  ExecStart has even exited);
+  ExecStart has even exited); a Type=oneshot service is healthy once its run succeeded
+  (inactive, Result success: its restart job ended when the run did);
 - a plain program (process strategy), when no probe below is configured: a process of
   that name runs, and still runs after `settle_time`;
 - health_check_command exits 0 (%s = process name; argv, no shell);
@@ -97,8 +98,12 @@ async def _round(target: Target, systemd: Systemd, via_unit: bool,
 async def _unit_settled(unit: str, systemd: Systemd, settle: float) -> str | None:
     if settle <= 0:  # the fast path: one round trip
         active, sub = await systemd.active_state(unit)
-        return None if active == "active" else f"{unit} is {active}/{sub}"
+        if active == "active" or (active == "inactive" and await systemd.ran_to_success(unit)):
+            return None
+        return f"{unit} is {active}/{sub}"
     first = await systemd.unit_state(unit)
+    if first.active_state == "inactive" and await systemd.ran_to_success(unit):
+        return None  # a oneshot service that has run: nothing is left to settle
     if first.active_state != "active":
         return f"{unit} is {first.active_state}/{first.sub_state}" + (
             f" ({first.result})" if first.result and first.result != "success" else "")

@@ -323,6 +323,16 @@ class Systemd:
                                                (UNIT_IFACE, "SubState")))
         return str(active), str(sub)
 
+    async def ran_to_success(self, unit: str) -> bool:
+        """A Type=oneshot service whose last run succeeded: inactive once it has run (without
+        RemainAfterExit), and that is its healthy state."""
+        if not unit.endswith(".service"):
+            return False
+        active, kind, result = await self._props(unit, ((UNIT_IFACE, "ActiveState"),
+                                                        (SERVICE_IFACE, "Type"),
+                                                        (SERVICE_IFACE, "Result")))
+        return (str(active), str(kind), str(result)) == ("inactive", "oneshot", "success")
+
     async def unit_states(self, units: list[str]) -> dict[str, UnitState | ReactorError]:
         """unit_state of many units at once (concurrent; bounded by the in-flight limit);
         a unit that could not be read maps to its error."""

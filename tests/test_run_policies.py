@@ -220,3 +220,22 @@ def test_ten_alarms_from_ten_transactions_restart_at_most_twice(rig: Rig) -> Non
     steps = rig.steps(pid)
     assert 1 <= steps.count("restart_issued") <= 2
     assert steps.count("cleared") == 1 and rig.row(pid)[0] == 0
+
+
+def test_oneshot_service_is_healthy_once_its_run_succeeded(rig: Rig, tmp_path: Path) -> None:
+    """Type=oneshot (no RemainAfterExit): inactive after a successful run is its healthy
+    state; the restart runs it again and the alarm is cleared. A oneshot whose run fails
+    is not healthy."""
+    runs = tmp_path / "runs"
+    pid, _ = rig.add("batch", f"[Service]\nType=oneshot\nExecStart=/bin/sh -c 'echo run >> "
+                              f"{runs}'\n")
+    bad, _ = rig.add("badbatch", "[Service]\nType=oneshot\nExecStart=/bin/false\n",
+                     start=False)
+    wait_for(lambda: runs.exists(), what="first run")
+    rig.start(rig.config(default={"settle_time": 0.2}))
+    rig.alarm(pid)
+    rig.alarm(bad)
+    assert "(service)" in rig.wait_cleared(pid)
+    assert runs.read_text().splitlines() == ["run", "run"]
+    rig.wait_step(bad, "restart_failed", count=2, timeout=30)
+    assert rig.row(bad)[0] == 1
