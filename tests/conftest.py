@@ -52,18 +52,22 @@ def mariadb() -> Iterator[MariaDB]:
     """A server shared by one test module, with the schema and the reactor account."""
     base = Path(tempfile.mkdtemp(prefix="reactor-db-"))
     server = start_mariadb(base)
-    server.setup_reactor_schema()
-    yield server
-    server.cleanup()
+    try:  # the server goes whatever fails after it started
+        server.setup_reactor_schema()
+        yield server
+    finally:
+        server.cleanup()
 
 
 @pytest.fixture
 def own_mariadb(tmp_path: Path) -> Iterator[MariaDB]:
     """A server for one test, which may stop, freeze or reconfigure it."""
     server = start_mariadb(tmp_path / "db")
-    server.setup_reactor_schema()
-    yield server
-    server.cleanup()
+    try:
+        server.setup_reactor_schema()
+        yield server
+    finally:
+        server.cleanup()
 
 
 @pytest.fixture

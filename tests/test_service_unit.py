@@ -498,7 +498,18 @@ class Service:
         self.sbx.manager("StartUnit", "ss", self.name, "replace")
 
     def stop(self) -> None:
+        """Stop the unit, then remove the PrivateTmp= directories systemd made for it in
+        the machine's /tmp and /var/tmp (a unit still running when the sandbox is killed
+        leaves them behind)."""
         self.sbx.manager("StopUnit", "ss", self.name, "replace", check=False)
+        try:
+            wait_for(lambda: self.prop("ActiveState") in ("inactive", "failed"), 10,
+                     what=f"{self.name} stopped")
+        except AssertionError:
+            pass  # removed anyway: the sandbox goes with the module
+        for tmp in ("/tmp", "/var/tmp"):
+            for leftover in Path(tmp).glob(f"systemd-private-*-{self.name}-*"):
+                shutil.rmtree(leftover, ignore_errors=True)
 
     def prop(self, name: str) -> str:
         iface = "Unit" if name in ("ActiveState", "SubState") else "Service"

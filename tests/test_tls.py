@@ -53,10 +53,12 @@ def tls_mariadb(tmp_path: Path) -> Iterator[tuple[MariaDB, Path]]:
     server = start_mariadb(tmp_path / "db", extra_args=(
         f"--ssl-ca={certs / 'ca.pem'}", f"--ssl-cert={certs / 'server.pem'}",
         f"--ssl-key={certs / 'server.key'}"))
-    server.setup_reactor_schema()
-    server.execute("ALTER USER 'reactor'@'localhost' REQUIRE SSL")
-    yield server, certs
-    server.cleanup()
+    try:  # the server goes whatever fails after it started
+        server.setup_reactor_schema()
+        server.execute("ALTER USER 'reactor'@'localhost' REQUIRE SSL")
+        yield server, certs
+    finally:
+        server.cleanup()
 
 
 def config_for(tmp_path: Path, server: MariaDB, **database: object) -> Path:

@@ -96,6 +96,7 @@ class MariaDB:
                 break
             except pymysql.err.MySQLError:
                 if time.monotonic() > deadline:
+                    self.kill()  # it is ours: never leave it running behind a failure
                     raise RuntimeError(f"mariadbd not answering after {timeout} s") from None
                 time.sleep(0.05)
         if not getattr(self, "_initialised", False):
