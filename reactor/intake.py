@@ -49,7 +49,6 @@ class Intake:
         self.tracker = AlarmTracker(clock)
         self.names: dict[int, str] = {}
         self.delivered = 0
-        self.replay_skipped = 0
         self._lookups: set[asyncio.Task[None]] = set()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -77,7 +76,6 @@ class Intake:
             self.tracker.forget(pid)
             return
         if status is None or status[0] != 1:
-            self.replay_skipped += 1
             logger.info("alarm of process {} at {} was set while reactor was not reading and "
                         "is no longer set: not acted on", pid, alarm.position)
             self.tracker.forget(pid)
