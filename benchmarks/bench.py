@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from benchmarks import idle, report, storm
-from benchmarks.lab import Lab
+from benchmarks.rigs import Lab
 from benchmarks.workload import PlannedAlarm, attach_audit, plan, record, run_alarms
+from lab import LabUnavailable
+from lab.sandbox import SYSTEMD
 from reactor import __version__
-from reactor.lab import LabUnavailable
-from reactor.lab.sandbox import SYSTEMD
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PHASES = ("binlog", "poll_1s", "poll_0.1s", "storm", "detection")

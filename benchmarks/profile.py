@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.lab import Lab
+from benchmarks.rigs import Lab
 from benchmarks.workload import PlannedAlarm, run_alarms
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reactor.admin import table
+from reactor.ops.status import table
 
 MODES = ("binlog", "poll_1s", "poll_0.1s")
 METRICS = ("detect_ms", "dispatch_ms", "cycle_ms")

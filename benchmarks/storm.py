@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from benchmarks.idle import cpu_seconds
-from benchmarks.lab import JobCounter, Lab
+from benchmarks.rigs import JobCounter, Lab
 from benchmarks.workload import audit_epoch, wait_audit
 
 Tick = Callable[[int], None]

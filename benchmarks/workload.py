@@ -24,8 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks.lab import Lab
-from reactor.lab import client
+from benchmarks.rigs import Lab
+from lab import client
 
 RAISE_SQL = "UPDATE STATUS_PROCESS SET alarma = 1 WHERE process_id = %s AND alarma = 0"
 RESET_SQL = "UPDATE STATUS_PROCESS SET alarma = 0 WHERE process_id = %s"

@@ -1,3 +1,3 @@
-from reactor.cli import main
+from reactor.ops.cli import main
 
 raise SystemExit(main())

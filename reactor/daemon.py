@@ -23,16 +23,16 @@ from collections.abc import AsyncIterator
 from loguru import logger
 
 from reactor import __version__
+from reactor.actions.pipeline import Pipeline
+from reactor.actions.systemd import Systemd
 from reactor.config import Config
-from reactor.db import Database
 from reactor.events import Alarm, Source
-from reactor.intake import Intake
-from reactor.monitor import Monitor
 from reactor.notify import Notifier
-from reactor.pipeline import Pipeline
-from reactor.state import StateFile
-from reactor.store import Store
-from reactor.systemd import Systemd
+from reactor.sources.intake import Intake
+from reactor.sources.monitor import Monitor
+from reactor.storage.database import Database
+from reactor.storage.records import Store
+from reactor.storage.statefile import StateFile
 
 STATUS_INTERVAL = 5.0  # seconds between STATUS= updates when there is no watchdog
 

@@ -10,12 +10,16 @@ ReactorError                    base of everything the reactor raises on purpose
 │   └── CallTimeout             a D-Bus call, command or probe did not answer in time
 │       └── JobTimeout          a systemd job (restart, start) did not finish in time
 └── PermanentError              retrying the same thing will fail the same way
+    ├── DatabaseRefused         the server refused us: credentials, grant, schema or table
     ├── ServerNotSuitable       the server lacks a setting or grant the binlog source needs
+    │   └── BinlogRefused       the server refuses the binlog dump to this account (a grant)
     ├── BinlogPositionLost      the saved binlog position is purged or impossible (error 1236)
+    ├── StateLocked             another reactor process (run, sweep --once) holds the state file
     ├── NoSuchUnit              systemd does not know the unit
     ├── UnitOperationFailed     systemd refused the operation or its job ended other than "done"
     │   └── AccessDenied        polkit or the bus policy said no: the operator's decision
-    └── Refused                 the alarm names a process the reactor must not touch
+    ├── Refused                 the alarm names a process the reactor must not touch
+    └── NotFound                an operator command named a process PROCESE does not have
 """
 
 from __future__ import annotations
@@ -57,12 +61,24 @@ class PermanentError(ReactorError):
     """Retrying the same operation will fail the same way."""
 
 
+class DatabaseRefused(PermanentError):
+    """The server refused us: bad credentials, missing grant, unknown schema or table."""
+
+
 class ServerNotSuitable(PermanentError):
     """The database server lacks a setting or grant the binlog source needs."""
 
 
+class BinlogRefused(ServerNotSuitable):
+    """The server refuses to send the binlog to this account (a grant is missing)."""
+
+
 class BinlogPositionLost(PermanentError):
     """The saved binlog position was purged or is impossible (server error 1236)."""
+
+
+class StateLocked(PermanentError):
+    """Another reactor process (run, or sweep --once) holds this state file."""
 
 
 class NoSuchUnit(PermanentError):
@@ -79,3 +95,7 @@ class AccessDenied(UnitOperationFailed):
 
 class Refused(PermanentError):
     """The alarm names a process the reactor must not act on (bad name, denied unit, unknown id)."""
+
+
+class NotFound(PermanentError):
+    """An operator command named a process (id or name) that PROCESE does not have."""

@@ -4,4 +4,4 @@
 set -eu
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
-exec .venv/bin/python -m reactor.lab.demo "$@"
+exec .venv/bin/python -m lab.demo "$@"

@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from reactor.lab import LabUnavailable, client
-from reactor.lab.mariadb import MariaDB
-from reactor.lab.proc import REPO, ReactorProcess
-from reactor.lab.sandbox import SystemdSandbox
+from lab import LabUnavailable, client
+from lab.mariadb import MariaDB
+from lab.proc import REPO, ReactorProcess
+from lab.sandbox import SystemdSandbox
 
 __all__ = ["REPO", "Proc"]
 

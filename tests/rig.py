@@ -7,8 +7,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from reactor.lab.mariadb import MariaDB
-from reactor.lab.sandbox import SystemdSandbox
+from lab.mariadb import MariaDB
+from lab.sandbox import SystemdSandbox
 from tests.conftest import Proc, wait_for, write_config
 
 DB = "v_process_monitor"
@@ -90,11 +90,21 @@ class Rig:
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
     def wait_cleared(self, pid: int, timeout: float = 15) -> str:
+        """The note of the cleared alarm, once its cycle's audit rows are written too (the
+        reactor writes them in batches, a little after the clear)."""
         def cleared() -> str | None:
             alarma, notes = self.row(pid)
             return notes if alarma == 0 and notes else None
 
-        return str(wait_for(cleared, timeout, what=f"alarm of process {pid} cleared"))
+        note = str(wait_for(cleared, timeout, what=f"alarm of process {pid} cleared"))
+
+        def recorded() -> bool:
+            steps = self.steps(pid)
+            last = len(steps) - steps[::-1].index("detected") if "detected" in steps else 0
+            return "cleared" in steps[last:]
+
+        wait_for(recorded, timeout, what=f"the audit rows of process {pid}'s cleared cycle")
+        return note
 
     def wait_step(self, pid: int, step: str, count: int = 1, timeout: float = 15) -> list[str]:
         return list(wait_for(lambda: (s := self.steps(pid)).count(step) >= count and s,

@@ -16,8 +16,8 @@ import os
 import sys
 import time
 
-from reactor import cli
 from reactor.notify import Notifier
+from reactor.ops import cli
 
 STALL_AFTER = 1.0  # seconds after READY=1
 STALL_FOR = 3600.0

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from lab.mariadb import MariaDB
+from lab.sandbox import SystemdSandbox
 from reactor import __version__
-from reactor.lab.mariadb import MariaDB
-from reactor.lab.sandbox import SystemdSandbox
 from tests.conftest import REACTOR, REPO, Proc
 from tests.rig import DB, Rig
 
@@ -204,7 +204,7 @@ def test_one_process_acts_on_a_state_file(rig: Rig) -> None:
 
 def test_database_down_during_sweep_once_is_exit_3(rig: Rig) -> None:
     """A database error inside the daemon's task group is still one line and exit 3."""
-    from reactor.lab.mariadb import free_port
+    from lab.mariadb import free_port
 
     config = rig.config()
     text = config.read_text().replace(f"port = {rig.db.port}", f"port = {free_port()}")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 import time
 
-from reactor.breaker import Breaker, Event, State, transition
-from reactor.pipeline import hhmmss
+from reactor.actions.breaker import Breaker, Event, State, transition
+from reactor.actions.pipeline import hhmmss
 
 LIMITS = {"max_failures": 3, "reset_time": 100.0}
 

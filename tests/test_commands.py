@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from reactor import commands
+from reactor.actions import commands
 from reactor.errors import CallTimeout
 
 
@@ -57,7 +57,7 @@ def test_a_process_that_may_not_be_signalled_is_a_failure(monkeypatch: pytest.Mo
     reason instead of crashing (os.kill is replaced: these tests run as root)."""
     import os
 
-    from reactor import procs
+    from reactor.actions import procs
     from reactor.errors import UnitOperationFailed
 
     def refuse(pid: int, sig: int) -> None:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from lab.mariadb import MariaDB
 from reactor.config import load_config
-from reactor.db import Database
 from reactor.errors import DatabaseUnavailable
-from reactor.lab.mariadb import MariaDB
+from reactor.storage.database import Database
 from tests.conftest import write_config
 
 pytestmark = pytest.mark.mariadb

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from reactor.detect import AlarmTracker, is_alarm, is_clear
 from reactor.retry import Backoff
+from reactor.sources.detect import AlarmTracker, is_alarm, is_clear
 
 
 class Clock:
@@ -100,10 +100,10 @@ def test_repeated_position_lost_is_paced_by_the_backoff() -> None:
     session raises it) is retried after growing delays, not in a tight loop."""
     import asyncio
 
-    from reactor.binlog import BinlogSource
     from reactor.config import DatabaseConfig
     from reactor.errors import BinlogPositionLost
-    from reactor.state import StateFile
+    from reactor.sources.binlog import BinlogSource
+    from reactor.storage.statefile import StateFile
 
     cfg = DatabaseConfig(host="127.0.0.1", port=1, socket="", user="u", password="p",
                          database="d", server_id=7, connect_timeout=1, heartbeat=1)

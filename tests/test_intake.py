@@ -7,8 +7,8 @@ from typing import Any
 
 from reactor.errors import DatabaseUnavailable
 from reactor.events import Alarm, RowChange, Source
-from reactor.intake import Intake
-from reactor.state import Checkpoint
+from reactor.sources.intake import Intake
+from reactor.storage.statefile import Checkpoint
 
 
 class DownDatabase:

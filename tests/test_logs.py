@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from loguru import logger
 
-from reactor import logs
+from lab.mariadb import MariaDB
 from reactor.config import LoggingConfig
 from reactor.errors import ConfigError
-from reactor.lab.mariadb import MariaDB
+from reactor.ops import logs
 from tests.conftest import REACTOR, REPO, Proc, write_config
 
 NOBODY = 65534

@@ -6,7 +6,7 @@
   section, with the same default, and no key the code does not accept; its EXAMPLE is a
   valid configuration;
 - reactor.8 documents every subcommand and option of reactor.cli.build_parser(), every
-  exit status of reactor.cli and every REACTOR_AUDIT step reactor/pipeline.py writes.
+  exit status of reactor.ops.cli and every REACTOR_AUDIT step reactor/actions/pipeline.py writes.
 
 These tests never skip: without `man` (man-db, groff-base: scripts/bootstrap.sh installs
 them) they fail and say so.
@@ -24,9 +24,10 @@ from pathlib import Path
 
 import pytest
 
-from reactor import cli
+from reactor.actions import pipeline
 from reactor.config import KEYS, parse_config
 from reactor.errors import ConfigError
+from reactor.ops import cli
 
 MAN = Path(__file__).resolve().parent.parent / "man"
 REACTOR_8 = MAN / "reactor.8"
@@ -279,14 +280,14 @@ def test_every_exit_status_is_documented() -> None:
 
 
 def test_every_audit_step_is_documented() -> None:
-    source = (Path(cli.__file__).parent / "pipeline.py").read_text(encoding="utf-8")
+    source = Path(pipeline.__file__).read_text(encoding="utf-8")
     written = set(re.findall(r'\bstep\(\s*"([a-z_]+)"', source))
-    assert written, "no step(...) calls found in reactor/pipeline.py"
+    assert written, "no step(...) calls found in reactor/actions/pipeline.py"
     page = read_page(REACTOR_8)
     documented = {text_of(tag) for _, ss, tag, _ in page.tags if ss == "Audit steps"}
     assert not written - documented, (
-        f"audit steps written by reactor/pipeline.py but not under 'Audit steps' in "
+        f"audit steps written by reactor/actions/pipeline.py but not under 'Audit steps' in "
         f"reactor.8: {sorted(written - documented)}")
     assert not documented - written, (
-        f"audit steps in reactor.8 that reactor/pipeline.py never writes: "
+        f"audit steps in reactor.8 that reactor/actions/pipeline.py never writes: "
         f"{sorted(documented - written)}")

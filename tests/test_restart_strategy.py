@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from reactor import restart
+from reactor.actions import restart
+from reactor.actions.units import resolve
 from reactor.config import parse_config
 from reactor.errors import (
     AccessDenied,
@@ -20,7 +21,6 @@ from reactor.errors import (
     ReactorError,
     UnitOperationFailed,
 )
-from reactor.units import resolve
 
 
 class RefusingSystemd:

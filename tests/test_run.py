@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from reactor.lab.mariadb import MariaDB
-from reactor.lab.sandbox import SystemdSandbox
-from reactor.procs import find
+from lab.mariadb import MariaDB
+from lab.sandbox import SystemdSandbox
+from reactor.actions.procs import find
 from tests.conftest import Proc, wait_for
 from tests.rig import DB, Rig
 
@@ -212,7 +212,7 @@ def test_failing_health_check(rig: Rig) -> None:
 
 def test_tcp_and_http_probes(rig: Rig) -> None:
     """A unit serving HTTP on loopback: healthy by TCP and by URL; a wrong status fails."""
-    from reactor.lab.mariadb import free_port
+    from lab.mariadb import free_port
 
     port = free_port()
     unit = (f"[Service]\nExecStart=/usr/bin/python3 -m http.server {port} --bind 127.0.0.1 "

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from reactor.lab.mariadb import MariaDB
-from reactor.lab.sandbox import SystemdSandbox
+from lab.mariadb import MariaDB
+from lab.sandbox import SystemdSandbox
 from tests.busproxy import BusProxy
 from tests.conftest import Proc, wait_for
 from tests.rig import DB, Rig

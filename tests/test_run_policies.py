@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from reactor.lab.mariadb import MariaDB
-from reactor.lab.sandbox import SystemdSandbox
-from reactor.procs import find
+from lab.mariadb import MariaDB
+from lab.sandbox import SystemdSandbox
+from reactor.actions.procs import find
 from tests.conftest import Proc, wait_for
 from tests.rig import DB, Rig
 

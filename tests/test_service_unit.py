@@ -30,16 +30,16 @@ from typing import Any
 
 import pytest
 
-from reactor.cli import EXIT_CONFIG, EXIT_USAGE
+from lab import LabUnavailable
+from lab.mariadb import MariaDB
+from lab.sandbox import SystemdSandbox
 from reactor.config import (
     BUILTIN_DENIED_UNITS,
     DEFAULT_CONFIG_PATH,
     DEFAULT_DENIED_UNITS,
     load_config,
 )
-from reactor.lab import LabUnavailable
-from reactor.lab.mariadb import MariaDB
-from reactor.lab.sandbox import SystemdSandbox
+from reactor.ops.cli import EXIT_CONFIG, EXIT_USAGE
 from tests.conftest import REPO, unavailable, wait_for, write_config
 from tests.rig import FAST, Rig
 
@@ -449,7 +449,7 @@ def check_in_polkitd(base: Path, polkitd: str) -> None:
 #   - WorkingDirectory=%S/reactor, and the config names its state and log files relative to
 #     it: where a user manager puts StateDirectory=/LogsDirectory= depends on the systemd
 #     version ($XDG_CONFIG_HOME in 252, $XDG_STATE_HOME later).
-#   - SystemCallFilter=@chown: running as root, reactor/state.py fchowns its state file to
+#   - SystemCallFilter=@chown: running as root, storage/statefile.py fchowns its state file to
 #     the directory's owner, and ~@privileged forbids that (never reached as User=reactor).
 #   - RestartSec=1s (WatchdogSec=2s for the watchdog test), to keep the tests short.
 # Every other line, all the hardening included, is kept and in force.
@@ -459,7 +459,7 @@ HIDDEN = ("/tmp/", "/var/tmp/", "/home/", "/root/", "/run/user/")
 
 @pytest.fixture(scope="module")
 def sbx(sandbox: SystemdSandbox) -> SystemdSandbox:
-    """The sandbox provides /run/systemd/inaccessible (reactor/lab/sandbox.py), which the
+    """The sandbox provides /run/systemd/inaccessible (lab/sandbox.py), which the
     unit's ProtectHome=, ProtectKernelTunables= ... need."""
     assert (Path(f"/proc/{sandbox._namespace_init()}/root/run/systemd/inaccessible/reg")
             .exists())
@@ -559,7 +559,7 @@ def service_copy(text: str, exec_start: str, output: Path, binds: list[Path],
         "BindReadOnlyPaths=" + " ".join(str(p) for p in dict.fromkeys(binds)),
         f"StandardOutput=append:{output}", f"StandardError=append:{output}",
         "WorkingDirectory=%S/reactor",
-        # reactor/state.py fchowns the state file to its directory's owner when it runs as
+        # storage/statefile.py fchowns the state file to its directory's owner when it runs as
         # root (as here; never under User=reactor), and ~@privileged holds @chown
         "SystemCallFilter=@chown",
         "",

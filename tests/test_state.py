@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from reactor.errors import ConfigError
-from reactor.state import Checkpoint, StateFile
+from reactor.storage.statefile import Checkpoint, StateFile
 from tests.conftest import REACTOR, REPO
 
 NOBODY = 65534

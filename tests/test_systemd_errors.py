@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from dbus_fast import Message, MessageType
 
+from reactor.actions.systemd import Systemd, map_error, unit_path
 from reactor.config import SystemdConfig
 from reactor.errors import (
     AccessDenied,
@@ -18,7 +19,6 @@ from reactor.errors import (
     NoSuchUnit,
     UnitOperationFailed,
 )
-from reactor.systemd import Systemd, map_error, unit_path
 
 
 def error(name: str, text: str = "boom") -> Message:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from reactor.lab.mariadb import MariaDB
+from lab.mariadb import MariaDB
 from tests.conftest import Proc, start_mariadb, unavailable, write_config
 from tests.test_watch import DB, alarm_of, watch
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from reactor.actions.units import resolve, valid_unit_name
 from reactor.config import parse_config
 from reactor.errors import Refused
-from reactor.units import resolve, valid_unit_name
 
 CONFIG = parse_config("[database]\nuser = r\n[monitor]\ndenied_units = sshd.service db-*\n"
                       "[process.billing]\nunit = billing@2.service\n")

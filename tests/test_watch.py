@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from reactor.lab.mariadb import MariaDB
+from lab.mariadb import MariaDB
 from tests.conftest import REPO, Proc, wait_for, write_config
 
 pytestmark = pytest.mark.mariadb
@@ -205,7 +205,7 @@ def test_statement_based_session_triggers_a_sweep(db: MariaDB, tmp_path: Path,
 
 def test_dead_database_at_start_is_one_clear_line(tmp_path: Path) -> None:
     """Nothing listens on the port: exit 3 and one line saying so."""
-    from reactor.lab.mariadb import free_port
+    from lab.mariadb import free_port
 
     class Nowhere:
         port = free_port()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from reactor.lab.mariadb import MariaDB
+from lab.mariadb import MariaDB
 from tests.conftest import Proc, start_mariadb, write_config
 from tests.test_watch import DB, alarm_of, sentinel, watch
 

@@ -22,12 +22,12 @@ from typing import Any
 
 from loguru import logger
 
-from reactor import db as queries
-from reactor.db import Database
-from reactor.detect import AlarmTracker
 from reactor.errors import ReactorError
 from reactor.events import Alarm, RowChange, Source
-from reactor.state import Checkpoint
+from reactor.sources.detect import AlarmTracker
+from reactor.storage import queries
+from reactor.storage.database import Database
+from reactor.storage.statefile import Checkpoint
 
 Emit = Callable[[Alarm], None]
 

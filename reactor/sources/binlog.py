@@ -52,16 +52,16 @@ from pymysqlreplication.event import (
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
 from reactor.config import DatabaseConfig
-from reactor.db import map_error
 from reactor.errors import (
     BinlogPositionLost,
+    BinlogRefused,
     DatabaseUnavailable,
     ReactorError,
-    ServerNotSuitable,
 )
 from reactor.events import RowChange
 from reactor.retry import Backoff
-from reactor.state import Checkpoint, StateFile
+from reactor.storage.database import map_error
+from reactor.storage.statefile import Checkpoint, StateFile
 
 TABLES = ("STATUS_PROCESS", "PROCESE")
 IDLE_SAVE_INTERVAL = 1.0  # seconds between checkpoint saves when no alarm table changed
@@ -103,10 +103,6 @@ class _Undecodable(DatabaseUnavailable):
 
 class _DuplicateServerId(DatabaseUnavailable):
     """The server dropped the stream: another reader connected with the same server_id."""
-
-
-class BinlogRefused(ServerNotSuitable):
-    """The server refuses to send the binlog to this account (a grant is missing)."""
 
 
 UNDECODABLE_RETRIES = 3  # failures at one position before resyncing from the current one

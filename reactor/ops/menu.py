@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from reactor import admin
 from reactor.config import Config
 from reactor.errors import ReactorError
+from reactor.ops import alarms
 
 MENU = """
 reactor test menu ({where})
@@ -27,26 +27,26 @@ def run(config: Config, inp: TextIO = sys.stdin, out: TextIO = sys.stdout) -> in
         return None if not line else line.strip()
 
     while True:
-        out.write(MENU.format(where=admin.where(config)))
+        out.write(MENU.format(where=alarms.where(config)))
         choice = ask("Choice [1-5]: ")
         if choice is None or choice in ("5", "q", "quit"):
             out.write("bye\n")
             return 0
         try:
             if choice == "1":
-                admin.print_processes(config, out)
+                alarms.print_processes(config, out)
             elif choice == "2":
                 ident = ask("Process id or name: ")
                 if not ident:
                     continue
-                changed = admin.set_alarm(config, ident, 1)
+                changed = alarms.set_alarm(config, ident, 1)
                 out.write(f"alarm set for {changed[0][1]} (id {changed[0][0]})\n" if changed
                           else f"{ident} is already in alarm\n")
             elif choice == "3":
-                changed = admin.set_alarm(config, None, 1)
+                changed = alarms.set_alarm(config, None, 1)
                 out.write(f"alarm set for {len(changed)} process(es)\n")
             elif choice == "4":
-                changed = admin.set_alarm(config, None, 0)
+                changed = alarms.set_alarm(config, None, 0)
                 out.write(f"alarm reset for {len(changed)} process(es)\n")
             else:
                 out.write(f"unknown choice {choice!r}\n")

@@ -25,16 +25,16 @@ import asyncio
 
 from loguru import logger
 
-from reactor import db as queries
-from reactor.binlog import BinlogRefused, BinlogSource
 from reactor.config import Config
-from reactor.db import Database
-from reactor.errors import ReactorError, ServerNotSuitable, TransientError
+from reactor.errors import BinlogRefused, ReactorError, ServerNotSuitable, TransientError
 from reactor.events import Source
-from reactor.intake import Intake
-from reactor.preflight import choose_mode, inspect_server
 from reactor.retry import Backoff
-from reactor.state import Checkpoint, StateFile
+from reactor.sources.binlog import BinlogSource
+from reactor.sources.intake import Intake
+from reactor.sources.preflight import choose_mode, inspect_server
+from reactor.storage import queries
+from reactor.storage.database import Database
+from reactor.storage.statefile import Checkpoint, StateFile
 
 
 def _level(exc: ReactorError) -> str:

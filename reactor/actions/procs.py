@@ -15,7 +15,7 @@ import signal
 import time
 from dataclasses import dataclass
 
-from reactor.commands import substitute
+from reactor.actions.commands import substitute
 from reactor.errors import UnitOperationFailed
 
 PROC = "/proc"

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import pymysql.cursors
 from loguru import logger
 
-from reactor.db import Database
 from reactor.errors import ReactorError, TransientError
 from reactor.retry import Backoff
+from reactor.storage.database import Database
 
 NOTE_MAX = 100  # STATUS_PROCESS.notes is VARCHAR(100)
 DETAIL_MAX = 255

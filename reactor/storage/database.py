@@ -1,4 +1,4 @@
-"""PyMySQL adapter: connections, the queries the sources need, and error mapping.
+"""PyMySQL adapter: connections, a pool of them for asyncio, and error mapping.
 
 PyMySQL blocks, so the event loop never calls it directly: `Database.call(fn, ...)` runs
 `fn(cursor, ...)` in a small pool of threads, each holding its own connection.
@@ -22,23 +22,13 @@ import pymysql
 import pymysql.cursors
 
 from reactor.config import DatabaseConfig
-from reactor.errors import DatabaseUnavailable, PermanentError
+from reactor.errors import DatabaseRefused, DatabaseUnavailable
 
 T = TypeVar("T")
 
 # client-side codes: can't connect, server gone, lost connection, out of sync
 TRANSIENT_CODES = frozenset({2002, 2003, 2005, 2006, 2013, 2014, 2055, 1040, 1053, 1205, 1213})
 QUERY_TIMEOUT = 10.0  # seconds a statement may take before the connection is dropped
-
-SWEEP_SQL = (
-    "SELECT s.process_id, p.process_name FROM STATUS_PROCESS s "
-    "LEFT JOIN PROCESE p ON p.process_id = s.process_id WHERE s.alarma = 1"
-)
-
-
-class DatabaseRefused(PermanentError):
-    """The server refused us: bad credentials, missing grant, unknown schema or table."""
-
 
 def map_error(exc: BaseException, what: str) -> Exception:
     """A PyMySQL / socket exception -> the reactor's own, with the server's message."""
@@ -152,38 +142,3 @@ class Database:
                 conn.close()
             except Exception:  # noqa: BLE001 - closing is best effort
                 pass
-
-
-# ------------------------------------------------------------------ queries (run in threads)
-
-
-def fetch_alarmed(cur: pymysql.cursors.Cursor) -> list[tuple[int, str | None]]:
-    """Every process whose alarma is 1, with its name (None when PROCESE lacks the id)."""
-    cur.execute(SWEEP_SQL)
-    return [(int(pid), name) for pid, name in cur.fetchall()]
-
-
-def fetch_names(cur: pymysql.cursors.Cursor) -> dict[int, str]:
-    cur.execute("SELECT process_id, process_name FROM PROCESE")
-    return {int(pid): name for pid, name in cur.fetchall()}
-
-
-def fetch_status(cur: pymysql.cursors.Cursor, pid: int) -> tuple[int, str | None] | None:
-    """(alarma, process_name) of one process now; None when STATUS_PROCESS lacks it."""
-    cur.execute("SELECT s.alarma, p.process_name FROM STATUS_PROCESS s LEFT JOIN PROCESE p "
-                "ON p.process_id = s.process_id WHERE s.process_id = %s", (pid,))
-    row = cur.fetchone()
-    return None if row is None else (int(row[0]), None if row[1] is None else str(row[1]))
-
-
-def fetch_name(cur: pymysql.cursors.Cursor, pid: int) -> str | None:
-    cur.execute("SELECT process_name FROM PROCESE WHERE process_id = %s", (pid,))
-    row = cur.fetchone()
-    return None if row is None else str(row[0])
-
-
-def master_status(cur: pymysql.cursors.Cursor) -> tuple[str, int] | None:
-    """The server's current binlog file and position (None when log_bin is off)."""
-    cur.execute("SHOW MASTER STATUS")
-    row = cur.fetchone()
-    return None if row is None else (str(row[0]), int(row[1]))

@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from reactor.lab import client
-from reactor.lab.mariadb import MariaDB
-from reactor.lab.proc import ReactorProcess
-from reactor.lab.sandbox import SystemdSandbox
+from lab import client
+from lab.mariadb import MariaDB
+from lab.proc import ReactorProcess
+from lab.sandbox import SystemdSandbox
 
 DB = "v_process_monitor"
 UNITS = ("nginx", "apache2", "postfix", "cron")

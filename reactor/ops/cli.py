@@ -19,15 +19,18 @@ from collections.abc import Callable, Sequence
 
 from loguru import logger
 
-from reactor import __version__, logs
+from reactor import __version__
 from reactor.config import DEFAULT_CONFIG_PATH, Config, load_config, permission_warnings
 from reactor.errors import (
     BusUnavailable,
     ConfigError,
+    DatabaseRefused,
     DatabaseUnavailable,
+    NotFound,
     ReactorError,
     ServerNotSuitable,
 )
+from reactor.ops import logs
 
 EXIT_OK, EXIT_CONFIG, EXIT_USAGE, EXIT_DATABASE, EXIT_SERVER, EXIT_BUS, EXIT_FAILED = range(7)
 EXIT_INTERNAL = 70  # EX_SOFTWARE: an unexpected exception
@@ -85,11 +88,11 @@ def install_stop_handlers(stop: Callable[[], None]) -> Callable[[], None]:
 
 
 async def _watch(config: Config, args: argparse.Namespace) -> int:
-    from reactor.db import Database
     from reactor.events import Alarm
-    from reactor.intake import Intake
-    from reactor.monitor import Monitor
-    from reactor.state import StateFile
+    from reactor.sources.intake import Intake
+    from reactor.sources.monitor import Monitor
+    from reactor.storage.database import Database
+    from reactor.storage.statefile import StateFile
 
     out = sys.stdout
     reader_gone = False
@@ -185,12 +188,13 @@ async def _sweep_once(config: Config) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     config = _load(args)
     if args.dry_run:
-        from reactor import admin
-        from reactor.db import connect, fetch_alarmed, mapped
+        from reactor.ops.table import table
+        from reactor.storage.database import connect, mapped
+        from reactor.storage.queries import fetch_alarmed
 
         with connect(config.database) as conn, conn.cursor() as cur, mapped("sweep"):
             rows = fetch_alarmed(cur)
-        admin.table(["ID", "NAME", "UNIT"], [
+        table(["ID", "NAME", "UNIT"], [
             [str(pid), name or "(unknown)", config.unit_for(name) if name else "-"]
             for pid, name in rows], sys.stdout)
         return EXIT_OK
@@ -202,18 +206,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from reactor import admin
+    from reactor.ops import status
 
-    admin.print_status(_load(args), args.json)
+    status.print_status(_load(args), args.json)
     return EXIT_OK
 
 
 def cmd_alarm(args: argparse.Namespace) -> int:
-    from reactor import admin
+    from reactor.ops import alarms
 
     config = _load(args)
     if args.action == "list":
-        admin.print_processes(config)
+        alarms.print_processes(config)
         return EXIT_OK
     value = 1 if args.action == "set" else 0
     if args.all == bool(args.process):
@@ -221,8 +225,8 @@ def cmd_alarm(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     try:
-        changed = admin.set_alarm(config, None if args.all else args.process, value)
-    except admin.NotFound as exc:
+        changed = alarms.set_alarm(config, None if args.all else args.process, value)
+    except NotFound as exc:
         print(f"reactor: {exc}", file=sys.stderr)
         return EXIT_FAILED
     verb = "set" if value else "reset"
@@ -236,7 +240,7 @@ def cmd_alarm(args: argparse.Namespace) -> int:
 
 
 def cmd_menu(args: argparse.Namespace) -> int:
-    from reactor import menu
+    from reactor.ops import menu
 
     return menu.run(_load(args))
 
@@ -294,6 +298,26 @@ def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return group.exceptions[0]
 
 
+# The exit status of each of the reactor's own errors, and how its line on stderr starts;
+# the first class that matches wins (subclasses come before their bases).
+EXIT_CODES: tuple[tuple[type[ReactorError], int, str], ...] = (
+    (ConfigError, EXIT_CONFIG, ""),
+    (ServerNotSuitable, EXIT_SERVER, ""),
+    (DatabaseUnavailable, EXIT_DATABASE, "database unavailable: "),
+    (DatabaseRefused, EXIT_DATABASE, "database refused: "),
+    (BusUnavailable, EXIT_BUS, "D-Bus unavailable: "),
+    (ReactorError, EXIT_FAILED, ""),
+)
+
+
+def exit_code(exc: ReactorError) -> tuple[int, str]:
+    """(exit status, prefix of the stderr line) for one of the reactor's own errors."""
+    for cls, code, prefix in EXIT_CODES:
+        if isinstance(exc, cls):
+            return code, prefix
+    raise AssertionError("ReactorError is the last row of EXIT_CODES")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -310,23 +334,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             where = "" if problem.startswith("--") else f"{path}: "
             print(f"reactor: {where}{problem}", file=sys.stderr)
         return EXIT_CONFIG
-    except ServerNotSuitable as exc:
-        print(f"reactor: {exc}", file=sys.stderr)
-        return EXIT_SERVER
-    except DatabaseUnavailable as exc:
-        print(f"reactor: database unavailable: {exc}", file=sys.stderr)
-        return EXIT_DATABASE
-    except BusUnavailable as exc:
-        print(f"reactor: D-Bus unavailable: {exc}", file=sys.stderr)
-        return EXIT_BUS
     except ReactorError as exc:
-        from reactor.db import DatabaseRefused
-
-        if isinstance(exc, DatabaseRefused):
-            print(f"reactor: database refused: {exc}", file=sys.stderr)
-            return EXIT_DATABASE
-        print(f"reactor: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        code, prefix = exit_code(exc)
+        print(f"reactor: {prefix}{exc}", file=sys.stderr)
+        return code
     except KeyboardInterrupt:
         return 130
     except Exception:  # a bug: say so, and do not look like a config error (exit 1)

@@ -33,7 +33,7 @@ from loguru import logger
 
 from reactor.config import LoggingConfig
 from reactor.errors import ConfigError
-from reactor.state import give_to_directory_owner
+from reactor.storage.statefile import give_to_directory_owner
 
 if TYPE_CHECKING:
     from loguru import Record

@@ -30,11 +30,7 @@ from typing import Any
 
 from loguru import logger
 
-from reactor.errors import ConfigError, PermanentError
-
-
-class StateLocked(PermanentError):
-    """Another reactor process (run, or sweep --once) holds this state file."""
+from reactor.errors import ConfigError, StateLocked
 
 
 def give_to_directory_owner(fd: int, directory: str | os.PathLike[str]) -> None:

@@ -25,10 +25,10 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from reactor import commands, procs
+from reactor.actions import commands, procs
+from reactor.actions.systemd import Systemd
+from reactor.actions.units import Target
 from reactor.errors import ReactorError
-from reactor.systemd import Systemd
-from reactor.units import Target
 
 RETRY_INTERVAL = 0.1
 

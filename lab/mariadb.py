@@ -17,9 +17,9 @@ from typing import Any
 
 import pymysql
 
-from reactor.lab import LabUnavailable
+from lab import LabUnavailable
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 SQL_DIR = REPO / "sql"
 BINLOG_ARGS = (
     "--log-bin=binlog",

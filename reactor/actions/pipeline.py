@@ -32,16 +32,16 @@ from dataclasses import dataclass
 
 from loguru import logger
 
-from reactor import commands, health
-from reactor import restart as restarts
-from reactor.breaker import Breaker, Event, State, transition
+from reactor.actions import commands, health
+from reactor.actions import restart as restarts
+from reactor.actions.breaker import Breaker, Event, State, transition
+from reactor.actions.systemd import Systemd
+from reactor.actions.units import Target, resolve
 from reactor.config import Config
 from reactor.errors import CallTimeout, Refused
 from reactor.events import Alarm
-from reactor.state import StateFile
-from reactor.store import AuditRow, Store
-from reactor.systemd import Systemd
-from reactor.units import Target, resolve
+from reactor.storage.records import AuditRow, Store
+from reactor.storage.statefile import StateFile
 
 
 def hhmmss(t: float) -> str:

@@ -19,12 +19,12 @@ import pymysql
 from dbus_fast import BusType, Message, MessageType
 from dbus_fast.aio import MessageBus
 
+from lab import client
+from lab.mariadb import MariaDB
+from lab.proc import ReactorProcess
+from lab.sandbox import CGROUP_ROOT, SystemdSandbox
+from reactor.actions.systemd import JOB_MATCH, MANAGER, SD, SD_PATH, Systemd, UnitState
 from reactor.config import SystemdConfig
-from reactor.lab import client
-from reactor.lab.mariadb import MariaDB
-from reactor.lab.proc import ReactorProcess
-from reactor.lab.sandbox import CGROUP_ROOT, SystemdSandbox
-from reactor.systemd import JOB_MATCH, MANAGER, SD, SD_PATH, Systemd, UnitState
 
 DB = "v_process_monitor"
 PASSWORD = "bench-pw"

@@ -22,7 +22,9 @@ from dataclasses import dataclass
 
 from loguru import logger
 
-from reactor import procs
+from reactor.actions import procs
+from reactor.actions.systemd import Systemd
+from reactor.actions.units import Target
 from reactor.errors import (
     AccessDenied,
     BusUnavailable,
@@ -32,8 +34,6 @@ from reactor.errors import (
     ReactorError,
     UnitOperationFailed,
 )
-from reactor.systemd import Systemd
-from reactor.units import Target
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,8 +20,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from reactor.lab import LabUnavailable
-from reactor.systemd import unit_path
+from lab import LabUnavailable
+from reactor.actions.systemd import unit_path
 
 SYSTEMD = "/lib/systemd/systemd"
 CGROUP_ROOT = Path("/sys/fs/cgroup")

@@ -1,0 +1,2 @@
+"""The operator's surface: the `reactor` command line, status, alarms, the test menu and
+the logging setup."""

@@ -1,0 +1,112 @@
+"""`reactor status`: per process, its alarm, breaker, last action and live unit state.
+
+It talks to the same database with the same account as the daemon (blocking PyMySQL is
+fine here: one short-lived process, no event loop to keep free). Unit states come over
+the configured bus; when it cannot be reached the table says so and still prints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import sys
+from dataclasses import asdict, dataclass
+from typing import TextIO
+
+import pymysql
+
+from reactor.actions.breaker import Breaker, State
+from reactor.actions.systemd import Systemd
+from reactor.config import Config
+from reactor.errors import ReactorError
+from reactor.ops import alarms
+from reactor.ops.table import table
+from reactor.storage.database import connect
+from reactor.storage.statefile import read_breakers
+
+LATEST_STEP_SQL = (
+    "SELECT a.process_id, a.step, a.at, a.detail FROM REACTOR_AUDIT a "
+    "JOIN (SELECT process_id, MAX(id) AS id FROM REACTOR_AUDIT GROUP BY process_id) m "
+    "ON a.id = m.id"
+)
+
+
+
+
+@dataclass
+class ProcessStatus:
+    id: int
+    name: str
+    unit: str
+    alarma: int
+    notes: str | None
+    breaker: str
+    last_action: str | None
+    last_action_at: str | None
+    unit_state: str
+
+
+def _latest_steps(config: Config) -> dict[int, tuple[str, dt.datetime, str]]:
+    with connect(config.database) as conn, conn.cursor() as cur:
+        try:
+            cur.execute(LATEST_STEP_SQL)
+        except pymysql.err.MySQLError:
+            return {}  # no audit table or no grant: the column stays empty
+        return {int(pid): (step, at, detail) for pid, step, at, detail in cur.fetchall()}
+
+
+async def _unit_states(config: Config, units: list[str]) -> dict[str, str]:
+    sd = Systemd(config.systemd)
+    try:
+        await sd.connect()
+        return {unit: f"? ({type(st).__name__})" if isinstance(st, ReactorError)
+                else f"{st.active_state}/{st.sub_state}" if st.exists else "not-found"
+                for unit, st in (await sd.unit_states(units)).items()}
+    except ReactorError as exc:
+        return dict.fromkeys(units, f"? (bus: {exc})"[:60])
+    finally:
+        await sd.close()
+
+
+def status(config: Config) -> list[ProcessStatus]:
+    rows = alarms.processes(config)
+    steps = _latest_steps(config)
+    unreadable = ""
+    try:
+        breakers = read_breakers(config.monitor.state_file)
+    except OSError as exc:
+        breakers, unreadable = {}, f"? ({exc.strerror}: {config.monitor.state_file})"
+    units = {name: config.unit_for(name) for _, name, _, _ in rows}
+    states = asyncio.run(_unit_states(config, sorted(set(units.values()))))
+    out = []
+    for pid, name, alarma, notes in rows:
+        breaker = unreadable or describe_breaker(
+            Breaker.from_json(breakers[name]) if name in breakers else Breaker())
+        step = steps.get(pid)
+        out.append(ProcessStatus(
+            id=pid, name=name, unit=units[name], alarma=alarma, notes=notes, breaker=breaker,
+            last_action=f"{step[0]}: {step[2]}".rstrip(": ") if step else None,
+            last_action_at=step[1].isoformat(sep=" ", timespec="seconds") if step else None,
+            unit_state=states.get(units[name], "?"),
+        ))
+    return out
+
+
+def describe_breaker(b: Breaker) -> str:
+    """closed | closed (2 failed) | open until 09:55:06 | half_open"""
+    if b.state is State.OPEN:
+        return "open until " + dt.datetime.fromtimestamp(b.until).strftime("%H:%M:%S")
+    if b.state is State.CLOSED and b.failures:
+        return f"closed ({b.failures} failed)"
+    return b.state.value
+
+
+def print_status(config: Config, as_json: bool, out: TextIO = sys.stdout) -> None:
+    rows = status(config)
+    if as_json:
+        out.write(json.dumps([asdict(r) for r in rows], indent=1) + "\n")
+        return
+    table(["ID", "NAME", "UNIT", "ALARMA", "BREAKER", "LAST ACTION", "WHEN", "UNIT STATE"],
+          [[str(r.id), r.name, r.unit, str(r.alarma), r.breaker, (r.last_action or "-")[:48],
+            r.last_action_at or "-", r.unit_state] for r in rows], out)

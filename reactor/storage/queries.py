@@ -1,0 +1,43 @@
+"""The read queries of the sources and the operator commands, each run with a cursor of
+the pool (`await database.call(fetch_alarmed)`) or of a connection of its own."""
+
+from __future__ import annotations
+
+import pymysql.cursors
+
+SWEEP_SQL = (
+    "SELECT s.process_id, p.process_name FROM STATUS_PROCESS s "
+    "LEFT JOIN PROCESE p ON p.process_id = s.process_id WHERE s.alarma = 1"
+)
+
+
+def fetch_alarmed(cur: pymysql.cursors.Cursor) -> list[tuple[int, str | None]]:
+    """Every process whose alarma is 1, with its name (None when PROCESE lacks the id)."""
+    cur.execute(SWEEP_SQL)
+    return [(int(pid), name) for pid, name in cur.fetchall()]
+
+
+def fetch_names(cur: pymysql.cursors.Cursor) -> dict[int, str]:
+    cur.execute("SELECT process_id, process_name FROM PROCESE")
+    return {int(pid): name for pid, name in cur.fetchall()}
+
+
+def fetch_status(cur: pymysql.cursors.Cursor, pid: int) -> tuple[int, str | None] | None:
+    """(alarma, process_name) of one process now; None when STATUS_PROCESS lacks it."""
+    cur.execute("SELECT s.alarma, p.process_name FROM STATUS_PROCESS s LEFT JOIN PROCESE p "
+                "ON p.process_id = s.process_id WHERE s.process_id = %s", (pid,))
+    row = cur.fetchone()
+    return None if row is None else (int(row[0]), None if row[1] is None else str(row[1]))
+
+
+def fetch_name(cur: pymysql.cursors.Cursor, pid: int) -> str | None:
+    cur.execute("SELECT process_name FROM PROCESE WHERE process_id = %s", (pid,))
+    row = cur.fetchone()
+    return None if row is None else str(row[0])
+
+
+def master_status(cur: pymysql.cursors.Cursor) -> tuple[str, int] | None:
+    """The server's current binlog file and position (None when log_bin is off)."""
+    cur.execute("SHOW MASTER STATUS")
+    row = cur.fetchone()
+    return None if row is None else (str(row[0]), int(row[1]))
