@@ -26,7 +26,7 @@ from reactor import __version__
 from reactor.actions.pipeline import Pipeline
 from reactor.actions.systemd import Systemd
 from reactor.config import Config
-from reactor.events import Alarm, Source
+from reactor.events import Alarm, Observers, Source
 from reactor.notify import Notifier
 from reactor.sources.intake import Intake
 from reactor.sources.monitor import Monitor
@@ -45,10 +45,13 @@ class Daemon:
         self.database = Database(config.database)
         self.systemd = Systemd(config.systemd)
         self.store = Store(self.database)
+        # every stage reports its steps and notices here; the audit writer listens first
+        self.observers = Observers([self.store])
         self.intake = Intake(self._submit, self.database, verify_replay=True)
         self.pipeline = Pipeline(
             config, self.systemd, self.store, self.state,
             settle=self.intake.settle, is_active=self.intake.tracker.is_active,
+            observers=self.observers,
         )
         self.monitor = Monitor(config, self.database, self.state, self.intake)
         self._stop = asyncio.Event()

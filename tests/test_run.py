@@ -67,6 +67,7 @@ def test_unit_that_cannot_start_opens_the_breaker_then_half_opens(rig: Rig) -> N
     assert alarma == 1
     steps = rig.steps(pid)
     assert steps.count("health_failed") + steps.count("restart_failed") >= 4  # 2 cycles x 2
+    assert steps.count("cycle_failed") >= 2, steps
     p.wait_stderr(r"ERROR .*breaker opened for " + name)
     # while open: recorded, not acted on
     rig.wait_step(pid, "skipped")

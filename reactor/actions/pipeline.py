@@ -39,8 +39,8 @@ from reactor.actions.systemd import Systemd
 from reactor.actions.units import Target, resolve
 from reactor.config import Config
 from reactor.errors import CallTimeout, Refused
-from reactor.events import Alarm
-from reactor.storage.records import AuditRow, Store
+from reactor.events import Alarm, Observers, Step
+from reactor.storage.records import Store
 from reactor.storage.statefile import StateFile
 
 
@@ -83,10 +83,12 @@ class Counters:
 
 class Pipeline:
     def __init__(self, config: Config, systemd: Systemd, store: Store, state: StateFile, *,
-                 settle: Callable[[int], None], is_active: Callable[[int], bool]) -> None:
+                 settle: Callable[[int], None], is_active: Callable[[int], bool],
+                 observers: Observers | None = None) -> None:
         self.config = config
         self.systemd = systemd
         self.store = store
+        self.observers = observers if observers is not None else Observers([store])
         self.state = state
         self.settle = settle
         self.is_active = is_active
@@ -191,14 +193,15 @@ class Pipeline:
         log = logger.bind(process=alarm.process_name or pid)
 
         def step(name: str, detail: str = "", unit: str | None = None,
-                 at: float | None = None) -> None:
+                 at: float | None = None, method: str = "") -> None:
             if at is None:
                 at, latency = time.time(), (time.monotonic() - alarm.detected_mono) * 1000
             else:
                 latency = (at - alarm.detected_at) * 1000
-            self.store.audit(AuditRow(
+            self.observers.step(Step(
                 at=at, cycle=cycle, process_id=pid, process_name=alarm.process_name, unit=unit,
-                step=name, source=alarm.source.value, latency_ms=latency, detail=detail))
+                step=name, source=alarm.source.value, latency_ms=latency, detail=detail,
+                method=method))
 
         step("detected", alarm.position or "", at=alarm.detected_at)
         try:
@@ -252,6 +255,7 @@ class Pipeline:
         else:
             self.counters.failed += 1
             log.error("restart of {} failed: {}", unit, reason)
+            step("cycle_failed", reason, unit, method=method)
             await self.store.note(pid, f"restart failed {hhmmss(now)}: {reason}")
             await self._breaker_result(target, False, step)
         return True
@@ -286,7 +290,8 @@ class Pipeline:
             async with self._sem:
                 attempt = await restarts.restart(target, self.systemd, issued)
             if attempt.ok:
-                step("restarted", f"{attempt.method}: {attempt.detail}", unit)
+                step("restarted", f"{attempt.method}: {attempt.detail}", unit,
+                     method=attempt.method)
                 verdict = await health.check(target, self.systemd, via_unit=attempt.via_unit)
                 if verdict.ok:
                     step("health_ok", f"after {verdict.elapsed_ms:.0f} ms", unit)
@@ -295,7 +300,8 @@ class Pipeline:
                 step("health_failed", verdict.detail, unit)
             else:
                 reason = attempt.detail
-                step("restart_failed", f"{attempt.method}: {attempt.detail}", unit)
+                step("restart_failed", f"{attempt.method}: {attempt.detail}", unit,
+                     method=attempt.method)
             if n < s.max_attempts:
                 await asyncio.sleep(delay)
                 delay *= s.restart_backoff

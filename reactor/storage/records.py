@@ -2,8 +2,9 @@
 
 - clear(pid, note): alarma=0 and a note, only if the row is still in alarm;
 - note(pid, note): a note, alarma untouched (failure, refusal, open breaker);
-- audit(...): one REACTOR_AUDIT row per step, buffered and written in batches by `run()`
-  (its `at` is the time of the step, not of the write).
+- audit(step): one REACTOR_AUDIT row per step of a cycle (the Store listens to the
+  Observers fan-out), buffered and written in batches by `run()` (its `at` is the time of
+  the step, not of the write).
 
 Error handling: clear/note retry transient errors (database down) with a capped backoff
 for up to RECORD_RETRY_FOR seconds, then give up with an ERROR (the alarm stays set and a
@@ -17,12 +18,12 @@ import asyncio
 import datetime as dt
 import socket
 import time
-from dataclasses import dataclass
 
 import pymysql.cursors
 from loguru import logger
 
 from reactor.errors import ReactorError, TransientError
+from reactor.events import Notice, Step
 from reactor.retry import Backoff
 from reactor.storage.database import Database
 
@@ -40,23 +41,12 @@ AUDIT_SQL = ("INSERT INTO REACTOR_AUDIT (at, host, cycle, process_id, process_na
              "source, latency_ms, detail) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)")
 
 
-@dataclass(frozen=True, slots=True)
-class AuditRow:
-    at: float  # wall clock of the step
-    cycle: int
-    process_id: int
-    process_name: str | None
-    unit: str | None
-    step: str
-    source: str
-    latency_ms: float | None  # since the alarm was detected
-    detail: str = ""
-
-    def params(self) -> tuple[object, ...]:
-        return (dt.datetime.fromtimestamp(self.at), HOST, self.cycle, self.process_id,
-                (self.process_name or "")[:100] or None, self.unit, self.step, self.source,
-                None if self.latency_ms is None else round(self.latency_ms, 3),
-                self.detail[:DETAIL_MAX])
+def audit_params(row: Step) -> tuple[object, ...]:
+    """A step as the parameters of AUDIT_SQL."""
+    return (dt.datetime.fromtimestamp(row.at), HOST, row.cycle, row.process_id,
+            (row.process_name or "")[:100] or None, row.unit, row.step, row.source,
+            None if row.latency_ms is None else round(row.latency_ms, 3),
+            row.detail[:DETAIL_MAX])
 
 
 def _clear(cur: pymysql.cursors.Cursor, pid: int, note: str) -> bool:
@@ -75,7 +65,7 @@ def _insert_audit(cur: pymysql.cursors.Cursor, rows: list[tuple[object, ...]]) -
 class Store:
     def __init__(self, database: Database) -> None:
         self.database = database
-        self._rows: list[AuditRow] = []
+        self._rows: list[Step] = []
         self._pending = asyncio.Event()
         self._stopping = False
 
@@ -104,7 +94,14 @@ class Store:
     async def note(self, pid: int, note: str) -> bool | None:
         return await self._record(_note, pid, note, "write the note")
 
-    def audit(self, row: AuditRow) -> None:
+    # an Observer of the fan-out: every step becomes an audit row
+    def on_step(self, step: Step) -> None:
+        self.audit(step)
+
+    def on_notice(self, notice: Notice) -> None:
+        pass  # notices are reactor's own state, not a process's: the log has them
+
+    def audit(self, row: Step) -> None:
         self._rows.append(row)
         if len(self._rows) > AUDIT_BUFFER_MAX:
             dropped = len(self._rows) - AUDIT_BUFFER_MAX
@@ -119,7 +116,7 @@ class Store:
             return True
         rows, self._rows = self._rows, []
         try:
-            await self.database.call(_insert_audit, [r.params() for r in rows])
+            await self.database.call(_insert_audit, [audit_params(r) for r in rows])
         except TransientError as exc:
             self._rows[:0] = rows
             logger.warning("audit rows not written yet ({}): {} waiting", exc, len(self._rows))
