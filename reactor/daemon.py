@@ -42,18 +42,20 @@ class Daemon:
         self.config = config
         self.notifier = notifier or Notifier()
         self.state = StateFile(config.monitor.state_file)
-        self.database = Database(config.database)
-        self.systemd = Systemd(config.systemd)
-        self.store = Store(self.database)
         # every stage reports its steps and notices here; the audit writer listens first
-        self.observers = Observers([self.store])
+        self.observers = Observers()
+        self.database = Database(config.database, observers=self.observers)
+        self.systemd = Systemd(config.systemd, self.observers)
+        self.store = Store(self.database)
+        self.observers.add(self.store)
         self.intake = Intake(self._submit, self.database, verify_replay=True)
         self.pipeline = Pipeline(
             config, self.systemd, self.store, self.state,
             settle=self.intake.settle, is_active=self.intake.tracker.is_active,
             observers=self.observers,
         )
-        self.monitor = Monitor(config, self.database, self.state, self.intake)
+        self.monitor = Monitor(config, self.database, self.state, self.intake,
+                               self.observers)
         self._stop = asyncio.Event()
 
     def _submit(self, alarm: Alarm) -> None:

@@ -10,6 +10,7 @@ import pytest
 from lab.mariadb import MariaDB
 from reactor.config import load_config
 from reactor.errors import DatabaseUnavailable
+from reactor.events import Notice, Observers
 from reactor.storage.database import Database
 from tests.conftest import write_config
 
@@ -54,3 +55,35 @@ def test_one_lost_connection_renews_the_whole_pool(own_mariadb: MariaDB,
         assert asyncio.run(scenario()) == [1] * (3 * WORKERS)
     finally:
         database.close()
+
+
+def test_an_unreachable_database_is_a_condition_that_begins_and_ends(own_mariadb: MariaDB,
+                                                                      tmp_path: Path) -> None:
+    """The pool tells the observers when the database becomes unreachable (once, however
+    many calls fail) and when a call succeeds again: what metrics and alerts build on."""
+    config = load_config(write_config(tmp_path / "c.ini", own_mariadb)).database
+    heard: list[tuple[str, bool]] = []
+
+    class Listener:
+        def on_step(self, step: object) -> None:
+            pass
+
+        def on_notice(self, notice: Notice) -> None:
+            heard.append((notice.kind.value, notice.active))
+
+    database = Database(config, workers=2, observers=Observers([Listener()]))
+
+    async def scenario() -> None:
+        assert await database.call(select_one) == 1
+        own_mariadb.stop()
+        for _ in range(3):
+            with pytest.raises(DatabaseUnavailable):
+                await database.call(select_one)
+        own_mariadb.start()
+        assert await database.call(select_one) == 1
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        database.close()
+    assert heard == [("database_down", True), ("database_down", False)]

@@ -27,7 +27,7 @@ def test_alarm_whose_name_cannot_be_looked_up_is_left_to_the_next_sweep() -> Non
                                    {"process_id": 9, "alarma": 1})], Checkpoint("b.1", 4))
         await asyncio.sleep(0.01)
         assert emitted == [] and not intake.tracker.is_active(9)
-        assert intake.on_sweep([(9, "worker")], intake.sweep_started(), Source.SWEEP) == 1
+        assert intake.on_sweep([(9, "worker")], intake.sweep_started(), Source.SWEEP) == [9]
 
     asyncio.run(scenario())
     assert [(a.process_id, a.process_name) for a in emitted] == [(9, "worker")]
@@ -39,7 +39,7 @@ def test_sweep_row_without_a_name_is_delivered_as_unknown_at_once() -> None:
 
     async def scenario() -> None:
         intake = Intake(emitted.append, DownDatabase())  # type: ignore[arg-type]
-        assert intake.on_sweep([(7, None)], intake.sweep_started(), Source.SWEEP) == 1
+        assert intake.on_sweep([(7, None)], intake.sweep_started(), Source.SWEEP) == [7]
 
     asyncio.run(scenario())
     assert [(a.process_id, a.process_name) for a in emitted] == [(7, None)]

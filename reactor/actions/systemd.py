@@ -40,6 +40,7 @@ from reactor.errors import (
     ReactorError,
     UnitOperationFailed,
 )
+from reactor.events import Condition, Observers
 
 SD = "org.freedesktop.systemd1"
 SD_PATH = "/org/freedesktop/systemd1"
@@ -122,8 +123,9 @@ class JobResult:
 
 
 class Systemd:
-    def __init__(self, cfg: SystemdConfig) -> None:
+    def __init__(self, cfg: SystemdConfig, observers: Observers | None = None) -> None:
         self.cfg = cfg
+        self.observers = observers if observers is not None else Observers()
         self._bus: MessageBus | None = None
         self._connecting: asyncio.Lock | None = None
         self._waiting: dict[str, asyncio.Future[str]] = {}
@@ -162,13 +164,17 @@ class Systemd:
             try:
                 async with asyncio.timeout(self.cfg.call_timeout):
                     bus = await MessageBus(**self._bus_args()).connect()
-            except BusUnavailable:
+            except BusUnavailable as exc:
+                self.observers.begin(Condition.BUS_DOWN, str(exc))
                 raise
             except (TimeoutError, OSError, EOFError, ValueError) as exc:
-                raise BusUnavailable(f"cannot connect to the {self.cfg.bus} bus: "
-                                     f"{exc or type(exc).__name__}") from exc
+                why = f"cannot connect to the {self.cfg.bus} bus: {exc or type(exc).__name__}"
+                self.observers.begin(Condition.BUS_DOWN, why)
+                raise BusUnavailable(why) from exc
             except Exception as exc:  # dbus-fast auth and protocol errors have no common base
-                raise BusUnavailable(f"cannot connect to the {self.cfg.bus} bus: {exc}") from exc
+                why = f"cannot connect to the {self.cfg.bus} bus: {exc}"
+                self.observers.begin(Condition.BUS_DOWN, why)
+                raise BusUnavailable(why) from exc
             bus.add_message_handler(self._on_message)
             # the bus is used only once job results are sure to reach us
             try:
@@ -181,6 +187,8 @@ class Systemd:
                                      f"{exc}") from exc
             self._bus = bus
             self._watcher = asyncio.get_running_loop().create_task(self._watch(bus))
+            if Condition.BUS_DOWN in self.observers.active:
+                self.observers.end(Condition.BUS_DOWN, f"connected to the {self.cfg.bus} bus")
 
     async def _watch(self, bus: MessageBus) -> None:
         try:
@@ -191,7 +199,12 @@ class Systemd:
             reason = "disconnected"
         if self._bus is bus:
             logger.warning("D-Bus connection lost ({}); will reconnect on next use", reason)
-            self._drop(reason)
+            self._lose(reason)
+
+    def _lose(self, reason: str) -> None:
+        """The connection in use broke: the bus is down until a connect succeeds."""
+        self.observers.begin(Condition.BUS_DOWN, f"D-Bus connection lost: {reason}")
+        self._drop(reason)
 
     def _drop(self, reason: str) -> None:
         bus, self._bus = self._bus, None
@@ -256,12 +269,12 @@ class Systemd:
             raise CallTimeout(f"{member}: no answer within {self.cfg.call_timeout:g} s") from None
         except (OSError, EOFError) as exc:
             if bus is self._bus:
-                self._drop(str(exc))
+                self._lose(str(exc))
             raise BusUnavailable(f"{member}: {exc}") from exc
         except Exception as exc:  # dbus-fast raises plain Exceptions on a dead connection
             if not bus.connected:
                 if bus is self._bus:
-                    self._drop(str(exc))
+                    self._lose(str(exc))
                 raise BusUnavailable(f"{member}: {exc}") from exc
             raise
         if reply is None:

@@ -58,7 +58,7 @@ from reactor.errors import (
     DatabaseUnavailable,
     ReactorError,
 )
-from reactor.events import RowChange
+from reactor.events import Condition, Happening, Observers, RowChange
 from reactor.retry import Backoff
 from reactor.storage.database import map_error
 from reactor.storage.statefile import Checkpoint, StateFile
@@ -125,8 +125,10 @@ class BinlogSource:
         on_statement: Callable[[], None] = lambda: None,
         backoff: Backoff | None = None,
         folds_case: bool = False,
+        observers: Observers | None = None,
     ) -> None:
         self.cfg = cfg
+        self.observers = observers if observers is not None else Observers()
         # lower_case_table_names = 1: the server names schema and tables in lower case
         # in the binlog; rows are handed on under the names the rest of reactor uses
         self.folds_case = folds_case
@@ -173,6 +175,10 @@ class BinlogSource:
                             undecodable = (None, 0)
                             lost = BinlogPositionLost(str(exc))
                     delay = self._next_delay()
+                    self.observers.begin(Condition.STREAM_DOWN,
+                                         str(exc) or "server closed the connection")
+                    if isinstance(exc, _Undecodable):
+                        self.observers.happened(Happening.EVENT_UNREADABLE, str(exc))
                     if lost is not None:
                         self._on_position_lost(lost, delay)
                     elif isinstance(exc, _DuplicateServerId):
@@ -213,6 +219,8 @@ class BinlogSource:
             "current position in {:.1f} s; a sweep will find alarms set in between",
             self.position or "(the current one)", exc, delay,
         )
+        self.observers.happened(Happening.POSITION_LOST,
+                                f"binlog position {self.position or '-'} is gone: {exc}")
         self.position = None
         self.state.set_checkpoint(None)
 

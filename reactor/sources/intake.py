@@ -139,8 +139,9 @@ class Intake:
         return self.tracker.now()
 
     def on_sweep(self, rows: Iterable[tuple[int, str | None]], started: float,
-                 source: Source) -> int:
-        """Rows found in alarm by a query that began at `started`; returns alarms delivered."""
+                 source: Source) -> list[int]:
+        """Rows found in alarm by a query that began at `started`; returns the process ids
+        of the alarms delivered."""
         rows = list(rows)
         for pid, name in rows:
             if name is not None:
@@ -151,7 +152,7 @@ class Intake:
             # the sweep's LEFT JOIN already answered: a None name is an unknown process
             self.delivered += 1
             self.emit(Alarm(pid, names[pid], source))
-        return len(fresh)
+        return fresh
 
     def settle(self, pid: int) -> None:
         """The consumer is done with this process's alarm (see AlarmTracker.settle)."""

@@ -27,7 +27,7 @@ from loguru import logger
 
 from reactor.config import Config
 from reactor.errors import BinlogRefused, ReactorError, ServerNotSuitable, TransientError
-from reactor.events import Source
+from reactor.events import Condition, Happening, Observers, Source
 from reactor.retry import Backoff
 from reactor.sources.binlog import BinlogSource
 from reactor.sources.intake import Intake
@@ -44,8 +44,9 @@ def _level(exc: ReactorError) -> str:
 
 class Monitor:
     def __init__(self, config: Config, database: Database, state: StateFile,
-                 intake: Intake) -> None:
+                 intake: Intake, observers: Observers | None = None) -> None:
         self.config = config
+        self.observers = observers if observers is not None else Observers()
         self.database = database
         self.state = state
         self.intake = intake
@@ -55,6 +56,9 @@ class Monitor:
         self.sweeps = 0
         self.binlog: BinlogSource | None = None
         self._sweep_wanted = asyncio.Event()
+        # the next sweep catches up after the stream was not reading (start, reconnect):
+        # alarms it finds were set meanwhile, and the stream's replay may race it for them
+        self._catching_up = False
         self._connected_once = False
         self._stopping = False
         self._stop_event = asyncio.Event()
@@ -68,13 +72,19 @@ class Monitor:
             report = await self.database.call(inspect_server)
             self.folds_case = report.folds_case
         self.mode = choose_mode(configured, report)
+        if self.mode == "poll" and configured == "auto" and report is not None:
+            self.observers.begin(Condition.POLLING, "binlog not usable: "
+                                 + "; ".join(report.missing))
         return self.mode
 
     @property
     def position(self) -> Checkpoint | None:
         return self.binlog.position if self.binlog else None
 
-    def request_sweep(self) -> None:
+    def request_sweep(self, *, catch_up: bool = False) -> None:
+        """Sweep now. catch_up: after a time the stream was not reading, so that what the
+        sweep finds is expected, not a gap in the stream."""
+        self._catching_up = self._catching_up or catch_up
         self._sweep_wanted.set()
 
     async def run(self) -> None:
@@ -88,13 +98,14 @@ class Monitor:
         self.binlog = BinlogSource(
             self.config.database, self.state,
             folds_case=self.folds_case,
+            observers=self.observers,
             on_batch=self.intake.on_batch,
             on_connected=self._on_connected,
             on_statement=self.request_sweep,
         )
         await self._prime()
         refused: list[BinlogRefused] = []
-        self.request_sweep()  # at start, whether or not the stream connects
+        self.request_sweep(catch_up=True)  # at start, whether or not the stream connects
         async with asyncio.TaskGroup() as tg:
             sweeper = tg.create_task(self._sweep_loop(), name="sweep")
             tg.create_task(self._stream(sweeper, refused), name="binlog")
@@ -107,6 +118,7 @@ class Monitor:
                 f"{refused[0]}")
         logger.error("binlog stream refused: {}; falling back to polling every {:g} s",
                      refused[0], self.config.monitor.check_interval)
+        self.observers.begin(Condition.POLLING, f"binlog stream refused: {refused[0]}")
         self.mode = "poll"
         self.binlog = None
         await self._poll_loop()
@@ -147,17 +159,29 @@ class Monitor:
         else:
             logger.info("binlog stream connected at {}", position)
         self._connected_once = True
-        self.request_sweep()
+        self.observers.end(Condition.STREAM_DOWN, f"binlog stream connected at {position}")
+        self.request_sweep(catch_up=True)
 
-    async def sweep(self, source: Source = Source.SWEEP) -> int:
-        """One sweep/poll: deliver every row in alarm that is not already in hand."""
+    async def sweep(self, source: Source = Source.SWEEP, *, catch_up: bool = True) -> int:
+        """One sweep/poll: deliver every row in alarm that is not already in hand. In binlog
+        mode, alarms found by a sweep that is not catching up are a gap in the stream."""
         started = self.intake.sweep_started()
         rows = await self.database.call(queries.fetch_alarmed)
         found = self.intake.on_sweep(rows, started, source)
         self.sweeps += 1
-        if found and source is Source.SWEEP:
-            logger.info("sweep found {} alarm(s) the stream had not delivered", found)
-        return found
+        if found and source is Source.SWEEP and self.binlog is not None and catch_up:
+            logger.info("sweep found {} alarm(s) set while the stream was not reading",
+                        len(found))
+        elif found and source is Source.SWEEP and self.binlog is not None:
+            # in binlog mode the stream delivers every alarm: a catch is a bug, or a server
+            # setting the stream cannot read
+            ids = sorted(found)
+            shown = ", ".join(map(str, ids[:20])) + (" ..." if len(ids) > 20 else "")
+            logger.warning("sweep found {} alarm(s) the stream had not delivered "
+                           "(process ids {})", len(ids), shown)
+            self.observers.happened(Happening.SWEEP_CAUGHT,
+                                    f"{len(ids)} alarm(s) the stream had not delivered", ids)
+        return len(found)
 
     async def _sweep_loop(self) -> None:
         interval = self.config.monitor.check_interval
@@ -168,15 +192,16 @@ class Monitor:
             except TimeoutError:
                 pass
             self._sweep_wanted.clear()
+            catch_up, self._catching_up = self._catching_up, False
             if self._stopping:
                 return
             try:
-                await self.sweep(Source.SWEEP)
+                await self.sweep(Source.SWEEP, catch_up=catch_up)
             except ReactorError as exc:
                 delay = backoff.next()
                 logger.log(_level(exc), "sweep failed: {}; retrying in {:.1f} s", exc, delay)
                 await self._pause(delay)
-                self.request_sweep()
+                self.request_sweep(catch_up=catch_up)
                 continue
             backoff.reset()
             if self.binlog is not None and self.binlog.connected and not self.ready.is_set():

@@ -23,6 +23,7 @@ import pymysql.cursors
 
 from reactor.config import DatabaseConfig
 from reactor.errors import DatabaseRefused, DatabaseUnavailable
+from reactor.events import Condition, Observers
 
 T = TypeVar("T")
 
@@ -76,8 +77,10 @@ class Database:
     connections of the others date from before too (a restarted server): they are all
     replaced at their next use, rather than each failing once first."""
 
-    def __init__(self, cfg: DatabaseConfig, *, workers: int = 4) -> None:
+    def __init__(self, cfg: DatabaseConfig, *, workers: int = 4,
+                 observers: Observers | None = None) -> None:
         self.cfg = cfg
+        self.observers = observers if observers is not None else Observers()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="db")
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -129,9 +132,18 @@ class Database:
             raise mapped_exc from exc
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run fn(cursor, *args) in a worker thread."""
+        """Run fn(cursor, *args) in a worker thread. The database being unreachable is a
+        condition reported to the observers when a call first fails that way, and over when
+        one succeeds again."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self.run_sync, fn, *args)
+        try:
+            answer = await loop.run_in_executor(self._pool, self.run_sync, fn, *args)
+        except DatabaseUnavailable as exc:
+            self.observers.begin(Condition.DATABASE_DOWN, str(exc))
+            raise
+        if Condition.DATABASE_DOWN in self.observers.active:
+            self.observers.end(Condition.DATABASE_DOWN, "database reachable again")
+        return answer
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
