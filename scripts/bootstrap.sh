@@ -1,7 +1,8 @@
 #!/bin/sh
 # Install what the demo, the tests and the benchmarks need: Debian/Ubuntu packages
 # (MariaDB server and client, systemd, D-Bus, man; polkitd and nodejs to test the polkit
-# rule in systemd/), then a virtualenv in .venv with reactor.
+# rule in systemd/; Prometheus with promtool and Alertmanager, which the tests start on
+# loopback to scrape reactor and receive its alerts), then a virtualenv in .venv with reactor.
 # Safe to run again: it installs only what is missing.
 set -eu
 cd "$(dirname "$0")/.."
@@ -9,13 +10,14 @@ cd "$(dirname "$0")/.."
 need=""
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
 for pkg in mariadb-server mariadb-client systemd dbus util-linux man-db groff-base python3-venv \
-           polkitd nodejs openssl; do
+           polkitd nodejs openssl prometheus prometheus-alertmanager; do
   have "$pkg" || need="$need $pkg"
 done
 if [ -n "$need" ]; then
   echo "bootstrap: installing$need" >&2
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  # the packaged MariaDB service must not start: reactor starts its own throwaway servers
+  # the packaged services (MariaDB, Prometheus, Alertmanager) must not start: the tests
+  # start their own throwaway servers (this machine has no systemd as PID 1)
   $SUDO apt-get update -qq >/dev/null
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $need >/dev/null
 fi
