@@ -17,9 +17,16 @@ if [ -n "$need" ]; then
   echo "bootstrap: installing$need" >&2
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   # the packaged services (MariaDB, Prometheus, Alertmanager) must not start: the tests
-  # start their own throwaway servers (this machine has no systemd as PID 1)
+  # start their own throwaway servers on loopback. policy-rc.d (invoke-rc.d(8)) tells the
+  # packages' scripts not to start them, on a machine that runs services at all.
+  guard=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    guard=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee $guard >/dev/null && $SUDO chmod 755 $guard
+  fi
   $SUDO apt-get update -qq >/dev/null
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $need >/dev/null
+  [ -z "$guard" ] || $SUDO rm -f "$guard"
 fi
 
 PY=${PYTHON:-python3}
