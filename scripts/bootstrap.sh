@@ -22,11 +22,12 @@ if [ -n "$need" ]; then
   guard=""
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     guard=/usr/sbin/policy-rc.d
+    trap '$SUDO rm -f "$guard"' EXIT
     printf '#!/bin/sh\nexit 101\n' | $SUDO tee $guard >/dev/null && $SUDO chmod 755 $guard
   fi
   $SUDO apt-get update -qq >/dev/null
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $need >/dev/null
-  [ -z "$guard" ] || $SUDO rm -f "$guard"
+  [ -z "$guard" ] || { $SUDO rm -f "$guard"; trap - EXIT; }
 fi
 
 PY=${PYTHON:-python3}
