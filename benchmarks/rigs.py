@@ -86,7 +86,7 @@ class Lab:
     # ------------------------------------------------------------------ reactor
 
     def write_config(self, name: str, *, mode: str, check_interval: float, server_id: int,
-                     settle: float, max_concurrent: int = 32) -> Path:
+                     settle: float, max_concurrent: int = 32, max_attempts: int = 2) -> Path:
         path = self.base / f"{name}.ini"
         sections: dict[str, dict[str, object]] = {
             "database": {**self.database, "server_id": server_id},
@@ -96,7 +96,7 @@ class Lab:
             "systemd": {"bus": self.sandbox.address},
             "logging": {"level": "INFO", "log_file": ""},
             "process.default": {"settle_time": settle, "health_check_timeout": 5,
-                                "restart_delay": 0.5, "max_attempts": 2},
+                                "restart_delay": 0.5, "max_attempts": max_attempts},
         }
         client.write_config(path, sections)
         return path

@@ -54,12 +54,16 @@ def _ms(t: float | None, since: float) -> float | None:
     return None if t is None else round((t - since) * 1000, 3)
 
 
-def run_storm(lab: Lab, units: int, concurrency: int, settle: float, server_id: int,
-              tick: Tick) -> dict[str, Any]:
-    rows = [(STORM_FIRST_PID + i, f"bench-storm-{i:05d}") for i in range(units)]
+def storm_rows(units: int) -> list[tuple[int, str]]:
+    return [(STORM_FIRST_PID + i, f"bench-storm-{i:05d}") for i in range(units)]
+
+
+def run_storm(lab: Lab, rows: list[tuple[int, str]], concurrency: int, settle: float,
+              server_id: int, tick: Tick) -> dict[str, Any]:
+    """One storm over `rows` (their units already loaded and started: lab.add_units)."""
+    units = len(rows)
     lo, hi = rows[0][0], rows[-1][0]
     names = [f"{name}.service" for _, name in rows]
-    lab.add_units(rows)
     before = lab.unit_states(names)
     config = lab.write_config("storm", mode="binlog", check_interval=300, server_id=server_id,
                               settle=settle, max_concurrent=concurrency)
@@ -159,10 +163,16 @@ def run_storm(lab: Lab, units: int, concurrency: int, settle: float, server_id: 
     }
 
 
-def run_detection(lab: Lab, rows_count: int, server_id: int, tick: Tick) -> dict[str, Any]:
-    rows = [(DETECT_FIRST_PID + i, f"bench-detect-{i:06d}") for i in range(rows_count)]
+def detection_rows(count: int) -> list[tuple[int, str]]:
+    return [(DETECT_FIRST_PID + i, f"bench-detect-{i:06d}") for i in range(count)]
+
+
+def run_detection(lab: Lab, rows: list[tuple[int, str]], server_id: int,
+                  tick: Tick) -> dict[str, Any]:
+    """One UPDATE alarming `rows` (already added: lab.add_rows) while `reactor watch` runs;
+    the rows are reset afterwards, so that the next round alarms them again."""
+    rows_count = len(rows)
     lo, hi = rows[0][0], rows[-1][0]
-    lab.add_rows(rows)
     config = lab.write_config("detect", mode="binlog", check_interval=300,
                               server_id=server_id, settle=0)
     watch = lab.start_reactor("watch", "--config", str(config), ready="watching for alarms")
@@ -193,6 +203,8 @@ def run_detection(lab: Lab, rows_count: int, server_id: int, tick: Tick) -> dict
         tick(len(seen))
     finally:
         lab.stop_reactor(watch)
+        lab.query("UPDATE STATUS_PROCESS SET alarma = 0 WHERE process_id BETWEEN %s AND %s",
+                  (lo, hi))
     return {
         "rows": rows_count,
         "seen": len(seen),
