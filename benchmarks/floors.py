@@ -222,5 +222,17 @@ async def _bare_storm(address: str, units: list[str], concurrency: int) -> dict[
 
 
 def storm_floor(lab: Lab, units: list[str], concurrency: int) -> dict[str, Any]:
-    """The bare D-Bus client restarting `units`, `concurrency` at a time."""
-    return asyncio.run(_bare_storm(lab.sandbox.address, units, concurrency))
+    """The bare D-Bus client restarting `units`, `concurrency` at a time, with the same
+    JobRemoved counter listening as in the reactor's storm (a second subscriber costs the
+    bus a little; both sides pay it)."""
+    counter = lab.job_counter(units)
+    cpu = lab.sandbox_cpu_seconds()
+    try:
+        out = asyncio.run(_bare_storm(lab.sandbox.address, units, concurrency))
+    finally:
+        counts = counter.stop()
+    after = lab.sandbox_cpu_seconds()
+    out["systemd_sandbox_cpu_s"] = None if cpu is None or after is None else round(after - cpu, 3)
+    out["units_one_job_done"] = sum(1 for u in units
+                                    if u in counts and counts[u] == {"done": 1})
+    return out
