@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Callable
 
 from loguru import logger
@@ -98,9 +99,10 @@ class MetricsServer:
             self._server = await asyncio.start_server(
                 self._connection, self.host, self.port, reuse_address=True,
                 limit=MAX_HEADER)
-        except OSError as exc:
+        except OSError as exc:  # asyncio rewrites the message: say it the usual way
+            why = os.strerror(exc.errno) if exc.errno else str(exc)
             raise ConfigError([f"[metrics] listen: cannot listen on {self.host}:{self.port}: "
-                               f"{exc.strerror or exc}"]) from None
+                               f"{why}"]) from None
         logger.info("metrics: listening on {} (/metrics, /status.json, /healthz)", self.url)
 
     async def serve(self) -> None:

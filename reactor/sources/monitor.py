@@ -175,13 +175,15 @@ class Monitor:
         self.sweeps += 1
         self.sweep_seconds += time.monotonic() - began
         self.last_sweep_at = time.time()
-        if found and source is Source.SWEEP and self.binlog is not None and catch_up:
+        # alarms the stream did deliver, whose cycle failed, are retried: not a gap
+        missed = [pid for pid in found if pid not in self.intake.tracker.retried]
+        if missed and source is Source.SWEEP and self.binlog is not None and catch_up:
             logger.info("sweep found {} alarm(s) set while the stream was not reading",
-                        len(found))
-        elif found and source is Source.SWEEP and self.binlog is not None:
+                        len(missed))
+        elif missed and source is Source.SWEEP and self.binlog is not None:
             # in binlog mode the stream delivers every alarm: a catch is a bug, or a server
             # setting the stream cannot read
-            ids = sorted(found)
+            ids = sorted(missed)
             shown = ", ".join(map(str, ids[:20])) + (" ..." if len(ids) > 20 else "")
             logger.warning("sweep found {} alarm(s) the stream had not delivered "
                            "(process ids {})", len(ids), shown)
