@@ -27,6 +27,8 @@ from tests.conftest import REPO, Proc, unavailable, wait_for
 from tests.rig import DB, Rig
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.systemd]
+RULES = REPO / "contrib" / "prometheus" / "reactor-rules.yml"
+DASHBOARD = REPO / "contrib" / "grafana" / "reactor-dashboard.json"
 
 
 @pytest.fixture
@@ -51,8 +53,9 @@ def prometheus(tmp_path: Path) -> Iterator[list[Prometheus]]:
 
 
 def start_prometheus(started: list[Prometheus], base: Path, port: int) -> Prometheus:
+    """Scraping reactor every 0.5 s and evaluating the shipped alerting rules as often."""
     try:
-        server = Prometheus(base, [f"127.0.0.1:{port}"], interval=0.5)
+        server = Prometheus(base, [f"127.0.0.1:{port}"], interval=0.5, rule_files=[str(RULES)])
         started.append(server)
         return server.start()
     except LabUnavailable as exc:
@@ -156,6 +159,24 @@ def test_prometheus_sees_the_alarms_handled(rig: Rig, tmp_path: Path,
     quantile = prom.value('histogram_quantile(0.5, reactor_alarm_latency_seconds_bucket'
                           '{step="cleared",source="binlog"})')
     assert quantile is not None and 0 < quantile <= min(le for le in buckets if le >= latency)
+
+    # the shipped rules, evaluated by this Prometheus: the breaker and the sweep's catch
+    # fire, the stream's alerts do not
+    def firing() -> set[str]:
+        return {a["labels"]["alertname"] for a in prom.api("alerts")["alerts"]
+                if a["state"] == "firing"}
+
+    wait_for(lambda: {"ReactorBreakerOpen", "ReactorSweepCatchingAlarms"} <= firing(), 20,
+             what="ReactorBreakerOpen and ReactorSweepCatchingAlarms firing")
+    assert not firing() & {"ReactorStreamDisconnected", "ReactorStreamLagging", "ReactorDown",
+                           "ReactorDegraded", "ReactorPolling"}, firing()
+    # every dashboard query runs, and the latency, lag and per-minute panels have data
+    for panel in json.loads(DASHBOARD.read_text())["panels"]:
+        for target in panel["targets"]:
+            expr = target["expr"].replace("$instance", ".+").replace("$__rate_interval", "1m")
+            result = prom.query(expr)
+            if "alerts_" not in expr and "== 1" not in expr:
+                assert result, (panel["title"], expr)
     assert p.stop() == 0
 
 
