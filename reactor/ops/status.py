@@ -39,8 +39,6 @@ LATEST_STEP_SQL = (
     "ON a.id = m.id"
 )
 
-__all__ = ["ProcessStatus", "describe_breaker", "print_status", "status"]
-
 
 @dataclass
 class ProcessStatus:
