@@ -226,6 +226,7 @@ def test_the_status_document_and_its_summary_lines() -> None:
     assert rows["db"]["breaker"].startswith("open until ") and rows["db"]["last_action"] is None
     daemon = doc["daemon"]
     assert daemon["healthy"] and daemon["source"]["reconnects"] == 2
+    assert daemon["cycles_in_flight"][0]["process_id"] == 7
     json.dumps(doc)  # serialisable as it is
     lines = summary(daemon, "")
     assert lines[1] == ("source: binlog stream connected at binlog.000002:1234; 0 s behind the "

@@ -68,7 +68,9 @@ def daemon_document(snap: Snapshot, sweep_caught: int) -> dict[str, Any]:
         "conditions": dict(sorted(snap.conditions.items())),
         "bus_connected": snap.bus_connected,
         "counters": dict(snap.counters),
-        "cycles_in_flight": len(snap.in_flight),
+        "cycles_in_flight": [{"process_id": c.process_id, "process_name": c.process_name,
+                              "source": c.source, "detected_at": _iso(c.detected_at),
+                              "restart_issued": c.restart_issued} for c in snap.in_flight],
         "source": {
             "connected": src.connected,
             "position": src.position,
