@@ -21,6 +21,9 @@ from typing import Any
 from lab import LabUnavailable
 from lab.mariadb import free_port
 
+# loopback only: never through an http_proxy of the environment
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
 
 def binary(name: str) -> str:
     for candidate in (shutil.which(name), f"/usr/bin/{name}"):
@@ -69,7 +72,7 @@ class Prometheus:
                 raise LabUnavailable(f"prometheus exited ({self.proc.returncode}): "
                                      + self.log.read_text()[-2000:])
             try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as reply:
+                with _OPENER.open(f"{self.url}/-/ready", timeout=1) as reply:
                     if reply.status == 200:
                         return self
             except (urllib.error.URLError, OSError):
@@ -91,7 +94,7 @@ class Prometheus:
     def api(self, path: str, **params: str) -> Any:
         """GET /api/v1/PATH?params; the `data` of a successful answer."""
         url = f"{self.url}/api/v1/{path}?{urllib.parse.urlencode(params)}"
-        with urllib.request.urlopen(url, timeout=10) as reply:
+        with _OPENER.open(url, timeout=10) as reply:
             body = json.loads(reply.read())
         if body.get("status") != "success":
             raise RuntimeError(f"{url}: {body}")

@@ -63,9 +63,12 @@ def start_prometheus(started: list[Prometheus], base: Path, port: int) -> Promet
         raise
 
 
+OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def get(port: int, path: str) -> tuple[int, str]:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as reply:
+        with OPENER.open(f"http://127.0.0.1:{port}{path}", timeout=5) as reply:
             return reply.status, reply.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()

@@ -136,8 +136,10 @@ def fetch(metrics: MetricsConfig,
     url = status_url(metrics)
     if url is None:
         return None, "[metrics] listen is off"
+    # never through an http_proxy of the environment: the daemon is on this machine
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as reply:
+        with opener.open(url, timeout=timeout) as reply:
             data = json.loads(reply.read())
     except urllib.error.URLError as exc:
         return None, f"no answer from {url}: {exc.reason}"
