@@ -1,8 +1,9 @@
 """`reactor run`: who owns what, start-up order, readiness, and an orderly stop.
 
     start:    config -> logging -> state file -> database check (mode) -> D-Bus
-    run:      one TaskGroup owns the pipeline, the audit writer, the sources (monitor)
-              and the heartbeat (watchdog pings + STATUS=); READY=1 once the first sweep
+    run:      one TaskGroup owns the pipeline, the audit writer, the sources (monitor),
+              the heartbeat (watchdog pings + STATUS=) and, with [metrics], the listener
+              and textfile writer (bound before READY); READY=1 once the first sweep
               after the source connected is done and the bus is connected
     stop:     SIGTERM/SIGINT -> stop intake (the source's last boundary becomes the
               checkpoint) -> drain in-flight cycles (shutdown_timeout) -> flush audit rows
