@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from benchmarks import idle, report, storm
+from benchmarks import idle, report, scrape, storm
 from benchmarks.rigs import Lab
 from benchmarks.workload import PlannedAlarm, attach_audit, plan, record, run_alarms
 from lab import LabUnavailable
@@ -33,12 +33,12 @@ from lab.sandbox import SYSTEMD
 from reactor import __version__
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PHASES = ("binlog", "poll_1s", "poll_0.1s", "storm", "detection")
+PHASES = ("binlog", "poll_1s", "poll_0.1s", "scrape", "storm", "detection")
 # mode name -> ([monitor] mode, check_interval): poll interval, or for binlog the least
 # sweep interval (binlog_sweep_interval makes it longer than the whole phase)
 MODES = {"binlog": ("binlog", 300.0), "poll_1s": ("poll", 1.0), "poll_0.1s": ("poll", 0.1)}
 SERVER_IDS = {"binlog": 4301, "poll_1s": 4302, "poll_0.1s": 4303, "storm": 4310,
-              "detection": 4320}
+              "detection": 4320, "scrape": 4330}
 FIRST_PID = 1001
 IDLE_GRACE = 1.0  # seconds after `ready` before the idle window opens
 EXIT_UNAVAILABLE = 77  # this machine cannot run the lab (no root, no MariaDB, no cgroups)
@@ -262,14 +262,15 @@ def run(lab: Lab, opts: Options, progress: Progress) -> tuple[dict[str, Any],
                                                               dict[str, list[dict[str, Any]]]]:
     """Every phase asked for; returns the results and, per mode, every alarm's record."""
     problems: list[str] = []
-    results: dict[str, Any] = {"modes": {}, "storm": {}, "idle": {},
+    results: dict[str, Any] = {"modes": {}, "storm": {}, "idle": {}, "scrape": {},
                                "machine": machine(lab, opts)}
     records: dict[str, list[dict[str, Any]]] = {}
     modes = [m for m in MODES if m in opts.only]
-    if modes:
-        rows = [(FIRST_PID + i, f"bench-{i + 1:02d}") for i in range(opts.units)]
+    rows = [(FIRST_PID + i, f"bench-{i + 1:02d}") for i in range(opts.units)]
+    if modes or "scrape" in opts.only:
         progress.phase(f"{len(rows)} units for the alarm workload")
         lab.add_units(rows)
+    if modes:
         workload = plan(opts.alarms, [pid for pid, _ in rows], opts.max_pause, opts.seed)
         intervals = {m: binlog_sweep_interval(opts, workload) if m == "binlog"
                      else MODES[m][1] for m in modes}
@@ -284,6 +285,23 @@ def run(lab: Lab, opts: Options, progress: Progress) -> tuple[dict[str, Any],
                            f"cycle {report.fmt_ms(s['cycle_ms']['p50'])} ms")
         # every mode's round trip in machine.update_round_trip_ms
         report.summarize_modes(records, results)
+    if "scrape" in opts.only:
+        progress.phase(f"scrape: reactor run (binlog), {opts.alarms} alarms without and "
+                       f"{opts.alarms} with a /metrics scrape every "
+                       f"{scrape.SCRAPE_INTERVAL * 1000:g} ms, interleaved in blocks")
+        out, scraped = scrape.run_scrape(
+            lab, [pid for pid, _ in rows], opts.alarms, opts.seed, opts.settle,
+            SERVER_IDS["scrape"], progress.counter("alarms", 2 * opts.alarms))
+        results["scrape"] = report.scrape_summary(out, scraped)
+        s = results["scrape"]
+        progress.phase(f"scrape: dispatch p50 without {report.fmt_ms(s['without']['p50'])} ms,"
+                       f" with {report.fmt_ms(s['with']['p50'])} ms (ratio {s['ratio_p50']})")
+        for count, what in ((out["not_cleared"], "alarm(s) not cleared within 10 s"),
+                            (out["unmatched_cycles"], "reactor cycle(s) no alarm accounts for"),
+                            (len(out["scrape_errors"]), "scrape(s) failed")):
+            if count:
+                problems.append(f"scrape: {count} {what}")
+                progress.phase(f"scrape: WARNING {count} {what}")
     if "storm" in opts.only:
         progress.phase(f"storm: {opts.storm_units} units (write, reload, start), then one "
                        f"UPDATE; max_concurrent_restarts = {opts.storm_concurrency}")

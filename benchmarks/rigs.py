@@ -86,7 +86,8 @@ class Lab:
     # ------------------------------------------------------------------ reactor
 
     def write_config(self, name: str, *, mode: str, check_interval: float, server_id: int,
-                     settle: float, max_concurrent: int = 32) -> Path:
+                     settle: float, max_concurrent: int = 32, listen: str = "") -> Path:
+        """A reactor config; `listen` is its [metrics] listen (default: no listener)."""
         path = self.base / f"{name}.ini"
         sections: dict[str, dict[str, object]] = {
             "database": {**self.database, "server_id": server_id},
@@ -95,6 +96,7 @@ class Lab:
                         "max_concurrent_restarts": max_concurrent},
             "systemd": {"bus": self.sandbox.address},
             "logging": {"level": "INFO", "log_file": ""},
+            "metrics": {"listen": listen},
             "process.default": {"settle_time": settle, "health_check_timeout": 5,
                                 "restart_delay": 0.5, "max_attempts": 2},
         }

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import configparser
 import fnmatch
+import ipaddress
 import os
 import shlex
 import stat
@@ -154,6 +155,48 @@ def _hostport(raw: str) -> tuple[str, int] | None:
     return host.strip("[]"), number
 
 
+def _listen(raw: str) -> tuple[str, int] | None:
+    """host:port to listen on ([::1]:9464 for IPv6); empty = off. Port 0 is refused: the
+    scraper must know where to look."""
+    if not raw.strip():
+        return None
+    value = raw.strip()
+    host, sep, port = value.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"must be host:port (127.0.0.1:9464, [::1]:9464), or empty, got {raw!r}")
+    if host.startswith("["):
+        if not host.endswith("]"):
+            raise ValueError(f"an IPv6 address goes in brackets: [::1]:9464, got {raw!r}")
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"an IPv6 address goes in brackets: [::1]:9464, got {raw!r}")
+    try:
+        number = int(port)
+    except ValueError:
+        raise ValueError(f"port must be a number, got {port!r}") from None
+    if not 0 < number < 65536:
+        raise ValueError(f"port must be 1-65535, got {number}")
+    return host, number
+
+
+def is_loopback(host: str) -> bool:
+    """localhost, 127.0.0.0/8 or ::1: reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any address
+
+
+def _textfile(raw: str) -> str:
+    value = raw.strip()
+    if value and not value.endswith(".prom"):
+        raise ValueError("must end in .prom (node_exporter's textfile collector reads only "
+                         f"*.prom files), got {raw!r}")
+    return value
+
+
 def _url(raw: str) -> str:
     if not raw.strip():
         return ""
@@ -226,7 +269,7 @@ def _server_id(raw: str) -> int:
 
 @dataclass(frozen=True)
 class Key:
-    section: str  # "database", "monitor", "systemd", "logging" or "process"
+    section: str  # "database", "monitor", "systemd", "logging", "metrics" or "process"
     name: str
     parse: Callable[[str], Any]
     default: str  # as it would be written in the file; "" = empty
@@ -284,6 +327,16 @@ KEYS: tuple[Key, ...] = (
         "log file; empty = stderr only"),
     Key("logging", "max_log_size", _integer(1), "5120", "KB before the log file is rotated"),
     Key("logging", "log_files_to_keep", _integer(1), "5", "rotated log files kept"),
+    Key("metrics", "listen", _listen, "127.0.0.1:9464",
+        "host:port of the HTTP listener for /metrics, /status.json and /healthz; empty = off"),
+    Key("metrics", "allow_remote", _boolean, "no",
+        "yes: listen may name an address other machines can reach (read-only data, no "
+        "authentication)"),
+    Key("metrics", "textfile", _textfile, "",
+        "*.prom file the metrics are written to for node_exporter's textfile collector; "
+        "empty = off"),
+    Key("metrics", "textfile_interval", _seconds(0, allow_equal=False, least=0.1), "15",
+        "seconds between writes of the textfile"),
     Key("process", "unit", _text, "", "systemd unit; default NAME if it has a unit suffix, "
         "else NAME.service"),
     Key("process", "restart_strategy", _choice(STRATEGIES), "auto",
@@ -310,7 +363,7 @@ KEYS: tuple[Key, ...] = (
     Key("process", "command_timeout", _seconds(0, allow_equal=False), "30",
         "seconds before a pre_restart or health_check command is killed"),
 )
-SECTIONS = ("database", "monitor", "systemd", "logging")
+SECTIONS = ("database", "monitor", "systemd", "logging", "metrics")
 
 
 def keys_of(section: str) -> dict[str, Key]:
@@ -392,6 +445,18 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    listen: tuple[str, int] | None  # None: no HTTP listener
+    allow_remote: bool
+    textfile: str  # "": no textfile
+    textfile_interval: float
+
+    @property
+    def enabled(self) -> bool:
+        return self.listen is not None or bool(self.textfile)
+
+
+@dataclass(frozen=True)
 class ProcessConfig:
     unit: str
     restart_strategy: str
@@ -425,6 +490,8 @@ class Config:
     logging: LoggingConfig
     process_default: ProcessConfig
     processes: dict[str, ProcessConfig] = field(default_factory=dict)
+    metrics: MetricsConfig = field(default_factory=lambda: MetricsConfig(
+        ("127.0.0.1", 9464), False, "", 15.0))
 
     def for_process(self, name: str) -> ProcessConfig:
         """The settings for a process: its own section, else [process.default]."""
@@ -589,6 +656,13 @@ def parse_config(text: str, path: str = "<string>") -> Config:
         if values.get("restart_strategy") == "process" and not values.get("start_command"):
             problems.append(f"[{label}] start_command: required when restart_strategy = process")
 
+    metrics = parsed["metrics"]
+    listen = metrics.get("listen")
+    if listen is not None and not metrics.get("allow_remote") and not is_loopback(listen[0]):
+        problems.append(f"[metrics] listen: {listen[0]} is not a loopback address; anyone who "
+                        "can reach it reads the metrics and status (no secrets, no "
+                        "authentication): set [metrics] allow_remote = yes to allow it")
+
     if problems:
         raise ConfigError(problems)
     return Config(
@@ -599,6 +673,7 @@ def parse_config(text: str, path: str = "<string>") -> Config:
         logging=LoggingConfig(**parsed["logging"]),
         process_default=ProcessConfig(**default_values),
         processes={n: ProcessConfig(**v) for n, v in process_values.items()},
+        metrics=MetricsConfig(**metrics),
     )
 
 

@@ -1,8 +1,9 @@
 """`reactor run`: who owns what, start-up order, readiness, and an orderly stop.
 
     start:    config -> logging -> state file -> database check (mode) -> D-Bus
-    run:      one TaskGroup owns the pipeline, the audit writer, the sources (monitor)
-              and the heartbeat (watchdog pings + STATUS=); READY=1 once the first sweep
+    run:      one TaskGroup owns the pipeline, the audit writer, the sources (monitor),
+              the heartbeat (watchdog pings + STATUS=) and, with [metrics], the listener
+              and textfile writer (bound before READY); READY=1 once the first sweep
               after the source connected is done and the bus is connected
     stop:     SIGTERM/SIGINT -> stop intake (the source's last boundary becomes the
               checkpoint) -> drain in-flight cycles (shutdown_timeout) -> flush audit rows
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator
 
@@ -27,6 +29,8 @@ from reactor.actions.pipeline import Pipeline
 from reactor.actions.systemd import Systemd
 from reactor.config import Config
 from reactor.events import Alarm, Observers, Source
+from reactor.metrics.service import MetricsService
+from reactor.metrics.snapshot import CycleSnapshot, Snapshot, SourceSnapshot
 from reactor.notify import Notifier
 from reactor.sources.intake import Intake
 from reactor.sources.monitor import Monitor
@@ -57,6 +61,12 @@ class Daemon:
         self.monitor = Monitor(config, self.database, self.state, self.intake,
                                self.observers)
         self._stop = asyncio.Event()
+        self.started_at = time.time()
+        # [metrics]: counters from the steps, /metrics /status.json /healthz, textfile
+        self.metrics: MetricsService | None = None
+        if config.metrics.enabled:
+            self.metrics = MetricsService(config, self)
+            self.observers.add(self.metrics.metrics)
 
     def _submit(self, alarm: Alarm) -> None:
         self.pipeline.submit(alarm)
@@ -70,6 +80,34 @@ class Daemon:
         return (f"mode={self.monitor.mode}{where}; alarms={self.intake.delivered} "
                 f"restarted={c.restarted} failed={c.failed} refused={c.refused} "
                 f"coalesced={c.coalesced} in_flight={self.pipeline.in_flight}")
+
+    def snapshot(self) -> Snapshot:
+        """The daemon's state now, read-only, for metrics, /status.json and /healthz."""
+        b = self.monitor.binlog
+        c = self.pipeline.counters
+        return Snapshot(
+            version=__version__, pid=os.getpid(), configured_mode=self.config.monitor.mode,
+            started_at=self.started_at, ready=self.monitor.ready.is_set(),
+            source=SourceSnapshot(
+                mode=self.monitor.mode,
+                connected=None if b is None else b.connected,
+                position=str(b.position) if b is not None and b.position else None,
+                seconds_behind_source=None if b is None else b.seconds_behind,
+                seconds_since_last_event=time.monotonic() - b.last_event_at
+                if b is not None and b.last_event_at else None,
+                reconnects=0 if b is None else b.reconnects,
+                transactions=0 if b is None else b.transactions,
+                sweeps=self.monitor.sweeps, sweep_seconds=self.monitor.sweep_seconds,
+                last_sweep_at=self.monitor.last_sweep_at),
+            bus_connected=self.systemd.connected,
+            conditions={k.value: n.detail for k, n in self.observers.active.items()},
+            in_flight=tuple(CycleSnapshot(a.process_id, a.process_name, a.source.value,
+                                          a.detected_at, issued)
+                            for a, issued in self.pipeline.cycles_in_flight()),
+            breakers=dict(self.pipeline.breakers), names=dict(self.intake.names),
+            counters={"alarms": self.intake.delivered, "cycles": c.cycles,
+                      "restarted": c.restarted, "failed": c.failed, "refused": c.refused,
+                      "skipped": c.skipped, "coalesced": c.coalesced})
 
     @contextlib.asynccontextmanager
     async def _opened(self, doing: str, *,
@@ -101,6 +139,10 @@ class Daemon:
     async def serve(self) -> int:
         """Run until stop(). Raises the start-up errors (database, server, bus) to the CLI."""
         async with self._opened("starting", check_server=True) as tg:
+            metrics = None
+            if self.metrics is not None:  # before READY: a taken port fails the start
+                await self.metrics.start()
+                metrics = tg.create_task(self.metrics.run(), name="metrics")
             tg.create_task(self.store.run(), name="audit")
             source = tg.create_task(self.monitor.run(), name="sources")
             beat = tg.create_task(self._heartbeat(), name="heartbeat")
@@ -115,6 +157,8 @@ class Daemon:
             self.monitor.stop()
             await source
             beat.cancel()
+            if metrics is not None:
+                metrics.cancel()
         logger.info("stopped: {} cycle(s) run, {} cancelled", self.pipeline.counters.cycles,
                     self.pipeline.cancelled)
         return 0

@@ -52,7 +52,7 @@ def test_reduced_benchmark_writes_results_with_the_schema(tmp_path: Path) -> Non
     assert done.returncode == 0, done.stdout[-4000:]
 
     results = json.loads((tmp_path / "latest.json").read_text())
-    assert set(results) == {"modes", "storm", "idle", "machine"}
+    assert set(results) == {"modes", "storm", "idle", "scrape", "machine"}
     assert set(results["modes"]) == MODES
     for mode, metrics in results["modes"].items():
         assert set(metrics) == {*FIGURES, "source", "detected_by_other_source"}, mode
@@ -69,6 +69,12 @@ def test_reduced_benchmark_writes_results_with_the_schema(tmp_path: Path) -> Non
     for mode, cost in results["idle"].items():
         assert {"cpu_percent", "queries_per_s", "rss_kb"} <= set(cost), mode
         assert cost["rss_kb"] > 0
+    scrape = results["scrape"]  # the same alarms without, then with /metrics scraped
+    assert scrape["alarms_per_condition"] == {"without": 3, "with": 3}
+    for condition in ("without", "with"):
+        assert set(scrape[condition]) == STATS and scrape[condition]["n"] > 0, scrape
+    assert scrape["scrapes"] > 0 and not scrape["scrape_errors"], scrape
+    assert scrape["scrape_bytes"] > 1000 and isinstance(scrape["ratio_p50"], float)
     storm = results["storm"]
     assert storm["units"] == 5 and storm["max_concurrent_restarts"] > 0
     assert {"all_detected_ms", "all_cleared_ms", "units_restarted_twice"} <= set(storm)
@@ -93,6 +99,8 @@ def test_reduced_benchmark_writes_results_with_the_schema(tmp_path: Path) -> Non
     assert "| binlog | dispatch_ms |" in table
     assert "PASS" in done.stdout or "MISS" in done.stdout  # targets printed, not asserted
     assert "| n >= 200 per mode" in table and "min n = 3 | MISS |" in table  # 3 alarms
+    assert "| /metrics every 100 ms | 3 |" in table
+    assert "| binlog dispatch p50 with a /metrics scrape every 100 ms within 10 % of" in table
 
     # the tables and the plot rebuilt from latest.json and the samples: the same figures
     (tmp_path / "latest.png").unlink()

@@ -114,6 +114,11 @@ class Pipeline:
     def in_flight(self) -> int:
         return len(self._slots)
 
+    def cycles_in_flight(self) -> list[tuple[Alarm, bool]]:
+        """Each process's cycle in flight: its alarm, and whether its restart was issued
+        (read-only: for status and metrics)."""
+        return [(slot.alarm, slot.issued) for slot in self._slots.values()]
+
     def submit(self, alarm: Alarm) -> None:
         """Called for every delivered alarm (synchronously, in the event loop)."""
         if self._tg is None or self._closing.is_set():
