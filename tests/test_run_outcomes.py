@@ -59,13 +59,6 @@ class Gate:
         self.open_file.touch()
 
 
-def handled(rig: Rig, base: str) -> None:
-    """A later alarm of another process, handled end to end."""
-    other, _ = rig.add(base)
-    rig.alarm(other)
-    rig.wait_cleared(other, timeout=30)
-
-
 def reactor_connections(db: MariaDB) -> dict[int, str]:
     """The reactor's connections to the server (the binlog dump aside): id -> statement."""
     rows = db.execute("SELECT ID, COALESCE(INFO, '') FROM information_schema.PROCESSLIST "
@@ -104,7 +97,7 @@ def test_alarm_reset_by_hand_during_the_cycle_is_left_as_the_operator_left_it(
                    "WHERE process_id = %s", (pid,), database=DB)
     gate.open()
     rig.wait_step(pid, "not_cleared")
-    handled(rig, "after-byhand")
+    rig.sentinel("after-byhand")
     assert rig.row(pid) == (0, "handled by hand")
     rows = rig.audit(pid)
     assert [r["detail"] for r in rows if r["step"] == "not_cleared"] == ["alarm no longer set"]
@@ -168,7 +161,7 @@ def test_clear_the_database_would_not_take_is_retried_without_a_second_restart(
     assert restarted > before
     rig.db.start()
     rig.wait_cleared(pid, timeout=60)
-    handled(rig, "after-pending")
+    rig.sentinel("after-pending")
     assert rig.started_at(unit) == restarted, "the healthy unit was restarted again"
     steps = rig.steps(pid)
     assert steps.count("restart_issued") == 1 and steps.count("detected") == 1, steps

@@ -85,14 +85,6 @@ def sentinel(sentinels: list[Sentinel], tmp_path: Path, name: str) -> Sentinel:
     return s
 
 
-def handled(rig: Rig, base: str) -> None:
-    """A later alarm of another process, handled end to end: whatever the first alarm was
-    going to do, it has done by now."""
-    other, _ = rig.add(base)
-    rig.alarm(other)
-    rig.wait_cleared(other)
-
-
 def test_masked_unit_is_a_recorded_failure_and_nothing_is_killed_by_name(
         rig: Rig, tmp_path: Path, sentinels: list[Sentinel]) -> None:
     """A masked unit is an operator's decision. With a start_command in the program's own
@@ -105,7 +97,7 @@ def test_masked_unit_is_a_recorded_failure_and_nothing_is_killed_by_name(
     rig.start(rig.config(processes={name: {"start_command": s.start_command}}))
     rig.alarm(pid)
     rig.wait_step(pid, "cycle_failed")
-    handled(rig, "after-masked")
+    rig.sentinel("after-masked")
     assert s.untouched(program), "a process was killed by name for a masked unit"
     alarma, notes = rig.row(pid)
     assert alarma == 1 and "is masked" in str(notes), notes
@@ -129,7 +121,7 @@ def test_restart_with_an_unknown_outcome_never_kills_by_name(
     p.wait_stderr(f"restart of {name}.service failed: D-Bus: RestartUnit: no answer")
     proxy.resume()
     proxy.cut()  # the stalled connection may hold half-read messages: start clean
-    handled(rig, "after-unknown")
+    rig.sentinel("after-unknown")
     assert s.untouched(program), "a process was killed by name after an unknown outcome"
     assert "D-Bus" in str(rig.row(pid)[1])
 
@@ -148,7 +140,7 @@ def test_restart_job_that_outlasts_job_timeout_never_kills_by_name(
                                            "max_attempts": 1}}))
     rig.alarm(pid)
     rig.wait_step(pid, "cycle_failed", timeout=30)
-    handled(rig, "after-slowjob")
+    rig.sentinel("after-slowjob")
     assert s.untouched(program)
     failed = [r for r in rig.audit(pid) if r["step"] == "restart_failed"]
     assert len(failed) == 1 and str(failed[0]["detail"]).startswith("kill-fallback: ")
