@@ -343,6 +343,10 @@ class Pipeline:
         """Retry the clear of a restarted process in the background (see module docstring)."""
         pid = alarm.process_id
         self._drop_clear(pid)
+        if self._closing.is_set():  # stopping: nothing may outlive the drain
+            logger.bind(process=alarm.process_name or pid, unit=unit).warning(
+                "stopping: process {}'s alarm stays set (its clear did not land)", pid)
+            return
         pending = _PendingClear(note, asyncio.Event())
         self._clears[pid] = pending
         logger.bind(process=alarm.process_name or pid, unit=unit).warning(
