@@ -57,6 +57,7 @@ class FakeStore:
 
     async def clear_once(self, pid: int, note: str) -> bool | None:
         self.tries += 1
+        self.changed.set()
         return self.answers.pop(0) if self.answers else None
 
     async def note(self, pid: int, note: str) -> bool | None:
@@ -70,8 +71,11 @@ class FakeStore:
         pass
 
     async def wait_step(self, step: str, count: int = 1) -> None:
+        await self.until(lambda: self.steps.count(step) >= count)
+
+    async def until(self, done: Callable[[], bool]) -> None:
         async with asyncio.timeout(10):
-            while self.steps.count(step) < count:
+            while not done():
                 self.changed.clear()
                 await self.changed.wait()
 
@@ -117,9 +121,7 @@ def test_a_swept_alarm_hurries_the_pending_clear_and_restarts_nothing() -> None:
         assert rig.systemd.restarts == 1 and rig.settled == [1]
         rig.store.answers = [None, True]
         rig.pipeline.submit(Alarm(1, "web", Source.SWEEP))  # still set: the database is away
-        async with asyncio.timeout(10):
-            while rig.store.tries < 1:
-                await asyncio.sleep(0.01)
+        await rig.store.until(lambda: rig.store.tries == 1)
         rig.pipeline.submit(Alarm(1, "web", Source.SWEEP))  # back
         await rig.store.wait_step("cleared")
         assert rig.systemd.restarts == 1 and rig.store.tries == 2
