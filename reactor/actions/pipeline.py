@@ -373,6 +373,8 @@ class Pipeline:
                 outcome = await self.store.clear_once(pid, pending.note)
         except ReactorError as exc:  # refused: a grant or the table is missing
             log.error("gave up clearing process {}'s alarm: {}", pid, exc)
+        except Exception:  # a bug: never take the other cycles down with it
+            log.exception("clearing process {}'s alarm failed unexpectedly; it stays set", pid)
         else:
             waited = time.monotonic() - start
             if outcome:
