@@ -15,6 +15,7 @@ from __future__ import annotations
 import configparser
 import fnmatch
 import ipaddress
+import math
 import os
 import shlex
 import stat
@@ -26,6 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from reactor.errors import ConfigError
+from reactor.text import has_control, one_line
 
 DEFAULT_CONFIG_PATH = "/etc/reactor/config.ini"
 # Units reactor never acts on, whatever [monitor] allowed_units and denied_units say:
@@ -54,6 +56,8 @@ DEFAULT_DENIED_UNITS = (
     "mysqld*.service",
 )
 MODES = ("auto", "binlog", "poll")
+VALUE_MAX = 4096  # characters in one value: more is a mistake (shlex takes seconds on 1 MB)
+RESTART_DELAY_MAX = 3600.0  # seconds: restart_delay, and how far restart_backoff grows it
 STRATEGIES = ("auto", "service", "process")
 LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 
@@ -66,39 +70,37 @@ def builtin_denied(unit: str) -> bool:
 # Each takes the raw string and returns the value or raises ValueError with a reason.
 
 
-def _integer(minimum: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
+def _figure(x: float) -> str:
+    """A bound as written in messages and the man page: 3600, 0.1, 4294967295."""
+    return str(int(x)) if float(x).is_integer() else repr(float(x))
+
+
+@dataclass(frozen=True)
+class Number:
+    """The parser of a number from `low` to `high`, both included: every value it accepts
+    is one the reactor can run with (no timeout too large for a socket or a timer, no
+    interval too small to be one)."""
+
+    low: float
+    high: float
+    whole: bool = False  # a whole number (a count, a port)
+    unit: str = ""  # "seconds", "KB": how the range reads
+
+    def describe(self) -> str:
+        """`from 0.1 to 3600 seconds`: the wording of the messages and of reactor.ini(5)."""
+        return f"from {_figure(self.low)} to {_figure(self.high)}" + (
+            f" {self.unit}" if self.unit else "")
+
+    def __call__(self, raw: str) -> float:
+        text = raw.strip()
         try:
-            value = int(raw)
+            value: float = int(text) if self.whole else float(text)
         except ValueError:
-            raise ValueError(f"must be a whole number, got {raw!r}") from None
-        if value < minimum:
-            raise ValueError(f"must be >= {minimum}, got {value}")
+            kind = "a whole number" if self.whole else "a number"
+            raise ValueError(f"must be {kind} {self.describe()}, got {raw!r}") from None
+        if not (math.isfinite(value) and self.low <= value <= self.high):
+            raise ValueError(f"must be {self.describe()}, got {text}")
         return value
-
-    return parse
-
-
-def _seconds(minimum: float, *, allow_equal: bool = True,
-             least: float = 0.0) -> Callable[[str], float]:
-    """Seconds, at or above `minimum` (above it when not allow_equal), and at least `least`
-    (a sensible floor: 1e-300 is above 0, but no interval)."""
-
-    def parse(raw: str) -> float:
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ValueError(f"must be a number of seconds, got {raw!r}") from None
-        if value != value or value in (float("inf"), float("-inf")):
-            raise ValueError(f"must be a finite number, got {raw!r}")
-        if value < minimum or (not allow_equal and value == minimum):
-            op = ">=" if allow_equal else ">"
-            raise ValueError(f"must be {op} {minimum:g}, got {raw.strip()}")
-        if value < least:
-            raise ValueError(f"must be at least {least:g} s, got {raw.strip()}")
-        return value
-
-    return parse
 
 
 def _choice(choices: tuple[str, ...], *, upper: bool = False) -> Callable[[str], str]:
@@ -137,6 +139,11 @@ def _command(raw: str) -> tuple[str, ...]:
         argv = tuple(shlex.split(raw))
     except ValueError as exc:
         raise ValueError(f"cannot split into words: {exc}") from None
+    for word in argv:  # it may span lines, but no word may hold a control character
+        bad = has_control(word)
+        if bad:
+            raise ValueError(f"the word {one_line(word, 40)} holds a control character "
+                             f"({one_line(bad.group())})")
     return argv
 
 
@@ -250,20 +257,6 @@ def _boolean(raw: str) -> bool:
     raise ValueError(f"must be yes or no, got {raw!r}")
 
 
-def _port(raw: str) -> int:
-    value = _integer(1)(raw)
-    if value > 65535:
-        raise ValueError(f"must be 1-65535, got {value}")
-    return value
-
-
-def _server_id(raw: str) -> int:
-    value = _integer(1)(raw)
-    if value > 2**32 - 1:
-        raise ValueError(f"must be 1-{2**32 - 1}, got {value}")
-    return value
-
-
 # ---------------------------------------------------------------- the key table
 
 
@@ -278,14 +271,15 @@ class Key:
 
 KEYS: tuple[Key, ...] = (
     Key("database", "host", _required_text, "localhost", "database server host name or address"),
-    Key("database", "port", _port, "3306", "database server TCP port"),
+    Key("database", "port", Number(1, 65535, whole=True), "3306", "database server TCP port"),
     Key("database", "socket", _text, "", "Unix socket path; when set, used instead of host/port"),
     Key("database", "user", _required_text, "", "account the reactor logs in as (required)"),
     Key("database", "password", _password, "", "that account's password"),
     Key("database", "database", _required_text, "v_process_monitor", "schema holding the tables"),
-    Key("database", "server_id", _server_id, "4242",
+    Key("database", "server_id", Number(1, 2**32 - 1, whole=True), "4242",
         "binlog replica id; unique among every replica and binlog reader of the server"),
-    Key("database", "connect_timeout", _seconds(0.1), "5", "seconds to wait for a connection"),
+    Key("database", "connect_timeout", Number(0.1, 3600, unit="seconds"), "5",
+        "seconds to wait for a connection"),
     Key("database", "ssl_ca", _readable_file, "",
         "CA certificate file (PEM): when set, TLS is required and the server's certificate "
         "is verified against it"),
@@ -294,16 +288,16 @@ KEYS: tuple[Key, ...] = (
     Key("database", "ssl_key", _readable_file, "", "the client certificate's key file (PEM)"),
     Key("database", "ssl_verify_identity", _boolean, "yes",
         "with ssl_ca: the server's certificate must name `host`"),
-    Key("database", "heartbeat", _seconds(0.1), "1",
+    Key("database", "heartbeat", Number(0.1, 3600, unit="seconds"), "1",
         "seconds between server heartbeats on the binlog stream; a silent stream is declared "
         "dead after 2.5 heartbeats"),
     Key("monitor", "mode", _choice(MODES), "auto",
         "auto: binlog when the server allows it, else poll; binlog: binlog or refuse; poll"),
-    Key("monitor", "check_interval", _seconds(0, allow_equal=False, least=0.01), "300",
+    Key("monitor", "check_interval", Number(0.01, 86400, unit="seconds"), "300",
         "seconds between polls (poll mode) or reconciliation sweeps (binlog mode)"),
-    Key("monitor", "max_restart_failures", _integer(1), "3",
+    Key("monitor", "max_restart_failures", Number(1, 1000, whole=True), "3",
         "failed cycles in a row that open a process's circuit breaker"),
-    Key("monitor", "circuit_reset_time", _seconds(0), "1800",
+    Key("monitor", "circuit_reset_time", Number(0, 604800, unit="seconds"), "1800",
         "seconds an open breaker waits before one trial cycle"),
     Key("monitor", "state_file", _required_text, "/var/lib/reactor/state.json",
         "binlog checkpoint and breaker state"),
@@ -312,21 +306,22 @@ KEYS: tuple[Key, ...] = (
     Key("monitor", "denied_units", _globs, " ".join(DEFAULT_DENIED_UNITS),
         "glob patterns of units the reactor never acts on, besides its built-in list; "
         "wins over allowed_units"),
-    Key("monitor", "max_concurrent_restarts", _integer(1), "32",
+    Key("monitor", "max_concurrent_restarts", Number(1, 1024, whole=True), "32",
         "restarts in progress at once, over all processes"),
-    Key("monitor", "shutdown_timeout", _seconds(0), "20",
+    Key("monitor", "shutdown_timeout", Number(0, 3600, unit="seconds"), "20",
         "seconds a stop waits for in-flight cycles before cancelling them"),
     Key("systemd", "bus", _bus, "system",
         "system, user (the session bus of DBUS_SESSION_BUS_ADDRESS) or a D-Bus address"),
-    Key("systemd", "call_timeout", _seconds(0, allow_equal=False), "5",
+    Key("systemd", "call_timeout", Number(0.1, 600, unit="seconds"), "5",
         "seconds to wait for any one D-Bus call"),
-    Key("systemd", "job_timeout", _seconds(0, allow_equal=False), "90",
+    Key("systemd", "job_timeout", Number(0.1, 86400, unit="seconds"), "90",
         "seconds to wait for a restart or start job before the kill fallback"),
     Key("logging", "level", _choice(LEVELS, upper=True), "INFO", "least severe level logged"),
     Key("logging", "log_file", _text, "/var/log/reactor/reactor.log",
         "log file; empty = stderr only"),
-    Key("logging", "max_log_size", _integer(1), "5120", "KB before the log file is rotated"),
-    Key("logging", "log_files_to_keep", _integer(1), "5", "rotated log files kept"),
+    Key("logging", "max_log_size", Number(1, 10 * 1024 * 1024, whole=True, unit="KB"), "5120",
+        "KB before the log file is rotated"),
+    Key("logging", "log_files_to_keep", Number(1, 1000, whole=True), "5", "rotated log files kept"),
     Key("metrics", "listen", _listen, "127.0.0.1:9464",
         "host:port of the HTTP listener for /metrics, /status.json and /healthz; empty = off"),
     Key("metrics", "allow_remote", _boolean, "no",
@@ -335,7 +330,7 @@ KEYS: tuple[Key, ...] = (
     Key("metrics", "textfile", _textfile, "",
         "*.prom file the metrics are written to for node_exporter's textfile collector; "
         "empty = off"),
-    Key("metrics", "textfile_interval", _seconds(0, allow_equal=False, least=0.1), "15",
+    Key("metrics", "textfile_interval", Number(0.1, 86400, unit="seconds"), "15",
         "seconds between writes of the textfile"),
     Key("process", "unit", _text, "", "systemd unit; default NAME if it has a unit suffix, "
         "else NAME.service"),
@@ -347,20 +342,22 @@ KEYS: tuple[Key, ...] = (
         "exit 0 = healthy (%s = process name); empty = unit/process state"),
     Key("process", "health_check_tcp", _hostport, "", "host:port that must accept a connection"),
     Key("process", "health_check_url", _url, "", "URL that must answer with health_check_status"),
-    Key("process", "health_check_status", _integer(100), "200", "expected HTTP status"),
-    Key("process", "health_check_timeout", _seconds(0, allow_equal=False), "5",
+    Key("process", "health_check_status", Number(100, 599, whole=True), "200",
+        "expected HTTP status"),
+    Key("process", "health_check_timeout", Number(0.01, 86400, unit="seconds"), "5",
         "seconds the health check is retried before the attempt counts as failed"),
-    Key("process", "settle_time", _seconds(0), "1",
+    Key("process", "settle_time", Number(0, 3600, unit="seconds"), "1",
         "seconds a unit must stay active to count as healthy"),
-    Key("process", "restart_delay", _seconds(0), "2", "seconds between attempts in one cycle"),
-    Key("process", "restart_backoff", _seconds(1), "1",
+    Key("process", "restart_delay", Number(0, RESTART_DELAY_MAX, unit="seconds"), "2",
+        "seconds between attempts in one cycle"),
+    Key("process", "restart_backoff", Number(1, 10), "1",
         "factor applied to restart_delay after each attempt (2 = exponential)"),
-    Key("process", "max_attempts", _integer(1), "2", "restart attempts per cycle"),
+    Key("process", "max_attempts", Number(1, 100, whole=True), "2", "restart attempts per cycle"),
     Key("process", "start_command", _command, "",
         "process strategy: command that starts the program again (%s = process name)"),
-    Key("process", "stop_timeout", _seconds(0), "5",
+    Key("process", "stop_timeout", Number(0, 3600, unit="seconds"), "5",
         "process strategy: seconds between SIGTERM and SIGKILL"),
-    Key("process", "command_timeout", _seconds(0, allow_equal=False), "30",
+    Key("process", "command_timeout", Number(0.01, 86400, unit="seconds"), "30",
         "seconds before a pre_restart or health_check command is killed"),
 )
 SECTIONS = ("database", "monitor", "systemd", "logging", "metrics")
@@ -529,11 +526,54 @@ def _parse_section(
         if key is None:
             problems.append(f"[{label}] {name}: unknown key")
             continue
+        bad = _unusable(text, key)
+        if bad:
+            problems.append(f"[{label}] {name}: {bad}")
+            continue
         try:
             values[name] = key.parse(text)
         except ValueError as exc:
             problems.append(f"[{label}] {name}: {exc}")
     return values
+
+
+def _unusable(text: str, key: Key) -> str | None:
+    """What makes a raw value unusable whatever its key: its length, a control character
+    (a NUL cannot even reach exec or open). A command may span lines; its words are
+    checked once split."""
+    if len(text) > VALUE_MAX:
+        return f"must be at most {VALUE_MAX} characters, got {len(text)}"
+    if key.parse is _command:
+        return None
+    bad = has_control(text)
+    if bad is None:
+        return None
+    if bad.group() == "\n":
+        return "must be one line (an indented line continues the value above it)"
+    return f"must not hold a control character, got {one_line(bad.group())} at " \
+           f"character {bad.start() + 1}"
+
+
+# why the process strategy is chosen per program, never for every process
+_BY_NAME_ONLY_PER_PROGRAM = (
+    "the process strategy signals every process of a name, and [process.default] applies "
+    "to any name a database writer can insert: set it in the [process.NAME] section of each "
+    "program that is not a unit")
+
+
+def _default_problems(values: dict[str, Any]) -> list[str]:
+    """What [process.default] may not set: a unit, and the process strategy (start_command,
+    restart_strategy = process), which is opt-in per program."""
+    problems = []
+    if values.get("unit"):
+        problems.append("[process.default] unit: cannot be set for every process")
+    if values.get("start_command"):
+        problems.append(f"[process.default] start_command: not allowed here: "
+                        f"{_BY_NAME_ONLY_PER_PROGRAM}")
+    if values.get("restart_strategy") == "process":
+        problems.append(f"[process.default] restart_strategy: process is not allowed here: "
+                        f"{_BY_NAME_ONLY_PER_PROGRAM}")
+    return problems
 
 
 def _defaults(keys: dict[str, Key]) -> dict[str, Any]:
@@ -637,24 +677,23 @@ def parse_config(text: str, path: str = "<string>") -> Config:
         default_values = _parse_section(
             parser["process.default"], process_keys, "process.default", default_values, problems
         )
-        if default_values.get("unit"):
-            problems.append("[process.default] unit: cannot be set for every process")
+        problems.extend(_default_problems(default_values))
     process_values: dict[str, dict[str, Any]] = {}
     for section in parser.sections():
         if section in SECTIONS or section == "process.default":
             continue
         if not section.startswith("process.") or section == "process.":
-            problems.append(f"[{section}]: unknown section")
+            problems.append(f"[{one_line(section)}]: unknown section")
             continue
         name = section[len("process."):]
-        process_values[name] = _parse_section(
+        if has_control(name):
+            problems.append(f"[{one_line(section)}]: a process name holds no control character")
+            continue
+        process_values[name] = values = _parse_section(
             parser[section], process_keys, section, default_values, problems
         )
-
-    for label, values in [("process.default", default_values), *(
-        (f"process.{n}", v) for n, v in process_values.items())]:
         if values.get("restart_strategy") == "process" and not values.get("start_command"):
-            problems.append(f"[{label}] start_command: required when restart_strategy = process")
+            problems.append(f"[{section}] start_command: required when restart_strategy = process")
 
     metrics = parsed["metrics"]
     listen = metrics.get("listen")

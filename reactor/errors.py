@@ -6,6 +6,8 @@ ReactorError                    base of everything the reactor raises on purpose
 ├── ConfigError                 the config file is unusable; .problems has one line per problem
 ├── TransientError              may succeed when retried later: the caller retries with backoff
 │   ├── DatabaseUnavailable     the database refused, dropped or timed out a connection or query
+│   ├── RowLocked               a statement waited too long for a row lock, or was a deadlock's
+│   │                           victim (1205, 1213): retry the statement, the server is fine
 │   ├── BusUnavailable          the D-Bus connection is lost or cannot be opened
 │   └── CallTimeout             a D-Bus call, command or probe did not answer in time
 │       └── JobTimeout          a systemd job (restart, start) did not finish in time
@@ -43,6 +45,11 @@ class TransientError(ReactorError):
 
 class DatabaseUnavailable(TransientError):
     """The database refused, dropped or timed out a connection or a query."""
+
+
+class RowLocked(TransientError):
+    """Another session holds the row (lock wait timeout 1205) or the statement lost a
+    deadlock (1213): the connection is fine, the statement is retried."""
 
 
 class BusUnavailable(TransientError):

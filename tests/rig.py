@@ -107,6 +107,15 @@ class Rig:
         wait_for(recorded, timeout, what=f"the audit rows of process {pid}'s cleared cycle")
         return note
 
+    def sentinel(self, base: str, timeout: float = 30) -> int:
+        """A later alarm of another process, handled end to end (restarted, cleared,
+        audited). A check that something did *not* happen runs after this, never after a
+        sleep: whatever an earlier alarm was going to do, its stream events came first."""
+        pid, _ = self.add(base)
+        self.alarm(pid)
+        self.wait_cleared(pid, timeout)
+        return pid
+
     def wait_step(self, pid: int, step: str, count: int = 1, timeout: float = 15) -> list[str]:
         return list(wait_for(lambda: (s := self.steps(pid)).count(step) >= count and s,
                              timeout, what=f"{count} x {step} for process {pid}"))

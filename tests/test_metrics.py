@@ -73,7 +73,7 @@ def test_metrics_keys_default_on_loopback_and_refuse_a_remote_address_unless_all
     assert problems("[metrics]\ntextfile = /var/lib/x/reactor.txt\n")[0].startswith(
         "[metrics] textfile: must end in .prom")
     assert problems("[metrics]\ntextfile_interval = 0\n")[0].startswith(
-        "[metrics] textfile_interval: must be > 0")
+        "[metrics] textfile_interval: must be from 0.1 to 86400 seconds")
 
 
 # ------------------------------------------------------------------ observer

@@ -31,6 +31,7 @@ from reactor.errors import (
     ServerNotSuitable,
 )
 from reactor.ops import logs
+from reactor.text import one_line
 
 EXIT_OK, EXIT_CONFIG, EXIT_USAGE, EXIT_DATABASE, EXIT_SERVER, EXIT_BUS, EXIT_FAILED = range(7)
 EXIT_INTERNAL = 70  # EX_SOFTWARE: an unexpected exception
@@ -235,7 +236,7 @@ def cmd_alarm(args: argparse.Namespace) -> int:
             f"{args.process} is {'already' if value else 'not'}"
         print(f"nothing to {verb}: {who} in alarm")
     for pid, name in changed:
-        print(f"alarm {verb}: {name} (id {pid})")
+        print(f"alarm {verb}: {one_line(name)} (id {pid})")
     return EXIT_OK
 
 
