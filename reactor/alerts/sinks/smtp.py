@@ -76,12 +76,22 @@ class SmtpSink(Sink):
             if exc.code >= 500:
                 raise SinkRefused(f"server said {_reply(exc)}") from None
             raise SinkUnavailable(f"server said {_reply(exc)}") from None
-        except (aiosmtplib.SMTPException, OSError) as exc:
-            cause: BaseException | None = exc
-            while cause is not None:
-                if isinstance(cause, ssl.SSLCertVerificationError):
-                    raise SinkRefused(f"TLS certificate not trusted: {cause.verify_message} "
-                                      "(set ca_file to the CA that signed it)") from None
-                cause = cause.__cause__ or cause.__context__
-            raise SinkUnavailable(f"{type(exc).__name__}: {exc}") from None
-        return " ".join(str(answer).split()) or "accepted"
+        except aiosmtplib.SMTPException as exc:
+            if "not supported" not in str(exc):
+                raise _unavailable(exc) from None
+            # STARTTLS or AUTH not offered: what the configuration asks of this server
+            raise SinkRefused(f"{exc} (see tls, user)") from None
+        except OSError as exc:
+            raise _unavailable(exc) from None
+        return f"accepted: {' '.join(str(answer).split())}"
+
+
+def _unavailable(exc: Exception) -> Exception:
+    """A connection that failed: refused for an untrusted certificate, else unavailable."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return SinkRefused(f"TLS certificate not trusted: {cause.verify_message} "
+                               "(set ca_file to the CA that signed it)")
+        cause = cause.__cause__ or cause.__context__
+    return SinkUnavailable(f"{type(exc).__name__}: {exc}")
