@@ -67,8 +67,10 @@ def test_settled_alarm_still_set_is_retried_by_the_next_sweep() -> None:
     assert t.stream_change(1, row(0), row(1))
     assert t.sweep([1], t.now()) == []  # in hand
     t.settle(1)
-    assert t.sweep([1], t.now()) == [1]
+    assert t.sweep([1, 2], t.now()) == [1, 2]
+    assert t.retried == {1}  # a retry, not an alarm the stream missed (2 is)
     assert t.sweep([1], t.now()) == []
+    assert t.retried == set()
 
 
 def test_cleared_then_raised_again_is_a_new_alarm() -> None:

@@ -45,6 +45,9 @@ class AlarmTracker:
         self._delivered: set[int] = set()
         self._settled: set[int] = set()
         self._changed_at: dict[int, float] = {}
+        # of the last sweep's deliveries, those the consumer had settled: retries of an
+        # alarm that stayed set (a failed restart), not alarms the stream missed
+        self.retried: set[int] = set()
 
     def _touch(self, pid: int) -> None:
         self._changed_at[pid] = self._clock()
@@ -76,11 +79,14 @@ class AlarmTracker:
         deliver, and forgets alarms that are no longer in alarm."""
         found = set(in_alarm)
         deliver: list[int] = []
+        self.retried = set()
         for pid in sorted(found):
             if self._changed_at.get(pid, -math.inf) >= started:
                 continue
             if pid in self._delivered and pid not in self._settled:
                 continue
+            if pid in self._settled:
+                self.retried.add(pid)
             self._delivered.add(pid)
             self._settled.discard(pid)
             self._touch(pid)

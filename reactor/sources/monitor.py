@@ -172,10 +172,11 @@ class Monitor:
         if found and source is Source.SWEEP and self.binlog is not None and catch_up:
             logger.info("sweep found {} alarm(s) set while the stream was not reading",
                         len(found))
-        elif found and source is Source.SWEEP and self.binlog is not None:
+        elif source is Source.SWEEP and self.binlog is not None and \
+                (missed := set(found) - self.intake.tracker.retried):
             # in binlog mode the stream delivers every alarm: a catch is a bug, or a server
-            # setting the stream cannot read
-            ids = sorted(found)
+            # setting the stream cannot read (an alarm retried after a failed cycle is not)
+            ids = sorted(missed)
             shown = ", ".join(map(str, ids[:20])) + (" ..." if len(ids) > 20 else "")
             logger.warning("sweep found {} alarm(s) the stream had not delivered "
                            "(process ids {})", len(ids), shown)
