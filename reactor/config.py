@@ -794,8 +794,11 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 
 
 def permission_warnings(path: str | os.PathLike[str], config: Config) -> list[str]:
-    """Warnings about a config file that holds a password others can read."""
-    if not config.database.password:
+    """Warnings about a config file that holds a password (or a sink's secret) others can
+    read."""
+    held = (["[database] password"] if config.database.password else []) + [
+        f"[alert.{s.name}] credentials" for s in config.alerts.sinks if s.secrets()]
+    if not held:
         return []
     try:
         mode = os.stat(path).st_mode
@@ -803,7 +806,7 @@ def permission_warnings(path: str | os.PathLike[str], config: Config) -> list[st
         return []
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         return [
-            f"{path}: holds [database] password but its mode is {stat.S_IMODE(mode):04o}; "
+            f"{path}: holds {', '.join(held)} but its mode is {stat.S_IMODE(mode):04o}; "
             f"run chmod 600 {path}"
         ]
     return []

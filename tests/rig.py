@@ -50,14 +50,15 @@ class Rig:
     def config(self, monitor: dict[str, Any] | None = None,
                processes: dict[str, dict[str, Any]] | None = None,
                default: dict[str, Any] | None = None, systemd: dict[str, Any] | None = None,
-               file: str = "c.ini") -> Path:
+               file: str = "c.ini", sections: dict[str, dict[str, Any]] | None = None) -> Path:
+        """`sections`: more sections ([alerts], [alert.NAME] ...)."""
         procs = {"default": {**FAST, **(default or {})}}
         procs.update(processes or {})
         return write_config(
             self.tmp / file, self.db,
             {"monitor": {"mode": "binlog", "check_interval": 60, **(monitor or {})},
              "systemd": {"bus": self.sbx.address, "call_timeout": 3, "job_timeout": 5,
-                         **(systemd or {})}},
+                         **(systemd or {})}, **(sections or {})},
             procs,
         )
 
