@@ -69,7 +69,10 @@ class Alert:
         return replace(self, resolved=True, resolved_at=at, resolution=resolution)
 
     def as_json(self) -> dict[str, Any]:
-        out = asdict(self)
+        """The fields that differ from their defaults (a storm's firing alerts stay small
+        in the state file); `from_json` restores the rest."""
+        out = {k: v for k, v in asdict(self).items()
+               if k in REQUIRED or v != self.__dataclass_fields__[k].default}
         out["severity"] = self.severity.label
         return out
 
@@ -82,6 +85,9 @@ class Alert:
         if not isinstance(alert.event, str) or not isinstance(alert.at, int | float):
             raise ValueError("not an alert record")
         return alert
+
+
+REQUIRED = ("event", "severity", "host", "summary", "at")
 
 
 def alert_key(event: str, process_id: int | None) -> str:

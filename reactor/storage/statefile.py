@@ -220,7 +220,10 @@ class StateFile:
                 if self._saved == self._changes:
                     return
                 target = self._changes
-                payload = json.dumps(self._data, sort_keys=True, indent=1).encode()
+                # compact: the C encoder (indent= takes the pure-Python one, several times
+                # slower while holding the GIL, with a storm's alerts in the file)
+                payload = json.dumps(self._data, sort_keys=True,
+                                     separators=(",", ":")).encode()
             try:
                 self._write(payload)
             except OSError as exc:
