@@ -250,3 +250,78 @@ def test_reactor_alert_test_shows_what_each_sink_answered(
 def test_severity_order() -> None:
     assert Severity.CRITICAL > Severity.MAJOR > Severity.WARNING > Severity.INFO
     assert Severity.parse("major") is Severity.MAJOR
+
+
+def _run_alerts(section: str, tmp_path: Path, until: Any, clock: Any = time.time,
+                **alerts: object) -> tuple[Any, list[str]]:
+    """An Alerts object (in this process, its real courier) with one sink; fires a breaker
+    alert, runs until `until(alerts)` is true (at most 20 s), then stops. Returns it and
+    the log lines."""
+    from loguru import logger
+
+    from reactor.alerts.dispatcher import Alerts
+    from reactor.storage.statefile import StateFile
+
+    settings = {"group_wait": 0, "retry_delay": 0.05, "retry_max_delay": 0.2, **alerts}
+    text = "[database]\nuser = x\n[alerts]\n" + "".join(f"{k} = {v}\n"
+                                                       for k, v in settings.items())
+    config = parse_config(text + section)
+    lines: list[str] = []
+    handler = logger.add(lambda m: lines.append(str(m)), level="INFO")
+
+    async def go() -> Any:
+        sinks = [build(s, config.alerts.timeout) for s in config.alerts.sinks]
+        alerts = Alerts(config.alerts, sinks, StateFile(None), spool=tmp_path / "spool",
+                        host=HOST, clock=clock)
+        task = asyncio.create_task(alerts.run())
+        alerts.fire(breaker().alerts[0], clock())
+        async with asyncio.timeout(20):
+            while not until(alerts):  # noqa: ASYNC110 - counters, as metrics read them
+                await asyncio.sleep(0.02)
+        alerts.close()
+        await task
+        return alerts
+
+    try:
+        return asyncio.run(go()), lines
+    finally:
+        logger.remove(handler)
+
+
+def test_a_wrong_smtp_password_in_the_daemon_is_an_error_and_the_mail_is_kept(
+        tmp_path: Path, mailserver: MailServer) -> None:
+    section = (f"[alert.mail]\ntype = smtp\nhost = 127.0.0.1\nport = {mailserver.port}\n"
+               f"user = reactor\npassword = wrong-pw-77\nto = ops@example.com\n"
+               f"ca_file = {mailserver.cert}\n")
+    alerts, lines = _run_alerts(section, tmp_path, lambda a: a.stats["mail"].failed >= 2)
+    stats = alerts.stats["mail"]
+    assert stats.sent == 0 and stats.queued == 1 and "login as reactor refused: 535" in \
+        stats.last_error
+    assert any("ERROR" in line and "alert sink mail (smtp, 127.0.0.1:" in line and
+               "refused: login as reactor refused: 535" in line for line in lines), lines
+    assert not any("wrong-pw-77" in line for line in lines)
+    assert len(list((tmp_path / "spool" / "mail").glob("*.json"))) == 1  # kept for later
+
+
+def test_messages_older_than_max_age_are_dropped_with_a_count(tmp_path: Path) -> None:
+    clock = Clock()
+    section = f"[alert.hook]\ntype = webhook\nurl = http://127.0.0.1:{free_port()}/\n"
+
+    def aged(alerts: Any) -> bool:
+        if alerts.stats["hook"].failed >= 1:
+            clock.now += 120  # past max_age: the courier's next look drops it
+        return bool(alerts.stats["hook"].dropped)
+
+    alerts, lines = _run_alerts(section, tmp_path, aged, clock, max_age=60)
+    assert alerts.stats["hook"].dropped == 1 and alerts.stats["hook"].queued == 0
+    assert any("ERROR" in line and "dropped 1 undelivered message(s) (1 alert(s)) older than "
+               "max_age (60 s)" in line for line in lines), lines
+    assert list((tmp_path / "spool" / "hook").glob("*.json")) == []
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
