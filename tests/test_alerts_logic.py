@@ -418,3 +418,24 @@ def test_an_alert_round_trips_through_json() -> None:
     alert = policy.make("cycle_failed", HOST, T0, "x", process_id=1, process_name="a",
                         unit="a.service").resolve(T0 + 1, "restarted")
     assert Alert.from_json(json.loads(json.dumps(alert.as_json()))) == alert
+
+
+def test_alertmanager_gets_firing_alerts_again_until_max_age() -> None:
+    """Alertmanager expects a client to re-send what still fires (every RESEND s); an alert
+    firing longer than max_age (its recovery will never come) is forgotten."""
+    alerts, clock = make_alerts(sinks=[sink("am", kind="alertmanager"), sink("hook")],
+                                max_age=600)
+    alerts.on_step(step("breaker_open", 7))
+    alerts.on_step(step("refused", 8))  # a one-off: never re-sent
+    alerts.tick(T0 + 5)
+    for name in ("am", "hook"):
+        [first] = sent(alerts, name)
+        assert not first.refresh and len(first.alerts) == 2
+        alerts.queues[name].done(first)  # delivered
+    alerts.tick(T0 + 60)
+    [again] = sent(alerts, "am")
+    assert again.refresh and [a.key for a in again.alerts] == ["breaker_open:7"]
+    assert sent(alerts, "hook") == []
+    alerts.queues["am"].done(again)
+    alerts.tick(T0 + 700)  # older than max_age
+    assert sent(alerts, "am") == [] and alerts.firing == {}

@@ -222,8 +222,18 @@ class Alerts:
             self._refresh(now)
 
     def _refresh(self, now: float) -> None:
-        """Re-send the alerts still firing to Alertmanager sinks with nothing queued."""
+        """Re-send the alerts still firing to Alertmanager sinks with nothing queued; forget
+        those older than max_age (a process whose alarm was reset by hand, or deleted, never
+        sends its recovery: Alertmanager ends them 4 x RESEND after the last re-send)."""
         self.cooldown.prune(now)
+        stale = [k for k, f in self.firing.items() if now - f.alert.at > self.config.max_age]
+        for key in stale:
+            del self.firing[key]
+            self.state.set_firing_alert(key, None)
+        if stale:
+            logger.info("alerts: {} alert(s) firing for longer than max_age ({:g} s) "
+                        "forgotten: no recovery will be sent for them", len(stale),
+                        self.config.max_age)
         for name, sink in self.sinks.items():
             if sink.kind != "alertmanager" or len(self.queues[name]):
                 continue
