@@ -7,7 +7,9 @@ loopback).
   fast" answer included;
 - a sink down for a while gets every alert once it is back, none twice;
 - reactor killed with SIGKILL while alerts wait: they are sent after the restart;
-- a flapping unit whose breaker keeps reopening is one breaker alert per cooldown.
+- a flapping unit whose breaker keeps reopening is one breaker alert per cooldown;
+- the database gone for longer than unreachable_after is a critical alert, resolved when
+  the binlog stream is back.
 
 "None twice" and "nothing more" are checked against a later sentinel alert that must
 arrive, never against a pause.
@@ -83,7 +85,8 @@ def failing_row(rig: Rig, base: str) -> int:
 def config(rig: Rig, sinks: dict[str, dict[str, Any]], *, group_wait: float = 0.2,
            monitor: dict[str, Any] | None = None, file: str = "c.ini",
            default: dict[str, Any] | None = None) -> Path:
-    sections: dict[str, dict[str, Any]] = {"alerts": {"group_wait": group_wait, **FAST_RETRY}}
+    sections: dict[str, dict[str, Any]] = {"alerts": {"group_wait": group_wait,
+                                                      "unreachable_after": 1, **FAST_RETRY}}
     sections.update({f"alert.{name}": values for name, values in sinks.items()})
     return rig.config(monitor={"max_restart_failures": 100, **(monitor or {})},
                       default={"restart_strategy": "service", "max_attempts": 1,
@@ -145,6 +148,7 @@ def test_a_storm_of_1000_failures_is_one_message_per_sink(
         rig.db.execute(f"UPDATE STATUS_PROCESS SET alarma = 1 WHERE process_id BETWEEN {base} "
                        f"AND {base + 999}", database=DB)
         [storm] = hook.wait(1, timeout=90)
+        proc.wait_stderr(r"alert sink am .*: delivered 1000 alert\(s\) in message", timeout=30)
         assert len(events([storm], "cycle_failed")) == 1000
         assert storm.body["title"] == (f"[MAJOR] {os.uname().nodename}: 1000 processes failed "
                                        "to restart")
@@ -235,3 +239,22 @@ def test_a_flapping_unit_is_one_breaker_alert_per_cooldown(rig: Rig, hook: Recei
     # alarms the stream missed: no sweep_caught warning
     assert "sweep_caught" not in {e for e, _ in events(hook.deliveries)}
     assert "the stream had not delivered" not in proc.stderr
+
+
+def test_the_database_gone_longer_than_unreachable_after_is_critical_until_it_is_back(
+        own_mariadb: MariaDB, sandbox: SystemdSandbox, tmp_path: Path, procs: list[Proc],
+        hook: Receiver) -> None:
+    rig = Rig(own_mariadb, sandbox, tmp_path, procs)
+    proc = rig.start(config(rig, {"hook": {"type": "webhook", "url": hook.url}}))
+    proc.wait_stderr(r"binlog stream connected")
+    own_mariadb.stop()
+    wait_for(lambda: ("stream_down", None) in events(hook.deliveries), 30,
+             what="the stream_down alert")
+    [down] = [a for d in hook.deliveries for a in d.body["alerts"]
+              if a["event"] == "stream_down"]
+    assert down["severity"] == "critical" and down["summary"] == (
+        "binlog stream down for more than 1 s")
+    own_mariadb.start()
+    wait_for(lambda: any(a["event"] == "stream_down" and a["status"] == "resolved"
+                         for d in hook.deliveries for a in d.body["alerts"]), 60,
+             what="the stream_down alert resolved")
