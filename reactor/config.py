@@ -507,7 +507,8 @@ class SinkConfig:
         if self.url:
             parts = urlsplit(self.url)
             found.append(parts.password or "")
-            found += [value for _, value in parse_qsl(parts.query)]
+            # a token is long; "?v=2" is not a secret (and too short to redact)
+            found += [value for _, value in parse_qsl(parts.query) if len(value) >= 8]
         return [s for s in found if s]
 
 
