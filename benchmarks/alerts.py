@@ -27,7 +27,7 @@ from lab.receiver import Receiver
 
 LATENCY_FIRST_PID = 200_001
 DEAD_FIRST_PID = 210_001
-SERVER_IDS = {"latency": 4330, "no_sinks": 4331, "dead_sink": 4332}
+SERVER_IDS = {"latency": 4340, "no_sinks": 4341, "dead_sink": 4342}  # main: scrape 4330
 ARRIVAL_TIMEOUT = 30.0
 RATIO_TARGET = 1.10  # dead-sink dispatch p50 within 10 % of the run without sinks
 
