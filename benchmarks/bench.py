@@ -4,8 +4,9 @@
 
 Starts a throwaway MariaDB and a sandboxed systemd, runs the real `reactor run` in binlog
 mode and in poll mode (check_interval 1 s and 0.1 s) on the same alarm workload, then a
-storm (one UPDATE alarming many real units) and a detection burst (`reactor watch`, one
-UPDATE alarming many rows). Writes results/latest.json, latest-samples.json (every alarm),
+storm (one UPDATE alarming many real units), a detection burst (`reactor watch`, one
+UPDATE alarming many rows) and alerts (alarm -> alert at a local webhook; binlog dispatch
+with a dead alert sink against none). Writes results/latest.json, latest-samples.json (every alarm),
 latest.md and latest.png (`--output DIR` to write them elsewhere).
 See benchmarks/README.md for what each figure means and how it is measured.
 """
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from benchmarks import idle, report, scrape, storm
+from benchmarks import alerts, idle, report, scrape, storm
 from benchmarks.rigs import Lab
 from benchmarks.workload import PlannedAlarm, attach_audit, plan, record, run_alarms
 from lab import LabUnavailable
@@ -33,7 +34,7 @@ from lab.sandbox import SYSTEMD
 from reactor import __version__
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PHASES = ("binlog", "poll_1s", "poll_0.1s", "scrape", "storm", "detection")
+PHASES = ("binlog", "poll_1s", "poll_0.1s", "scrape", "storm", "detection", "alerts")
 # mode name -> ([monitor] mode, check_interval): poll interval, or for binlog the least
 # sweep interval (binlog_sweep_interval makes it longer than the whole phase)
 MODES = {"binlog": ("binlog", 300.0), "poll_1s": ("poll", 1.0), "poll_0.1s": ("poll", 0.1)}
@@ -262,7 +263,7 @@ def run(lab: Lab, opts: Options, progress: Progress) -> tuple[dict[str, Any],
                                                               dict[str, list[dict[str, Any]]]]:
     """Every phase asked for; returns the results and, per mode, every alarm's record."""
     problems: list[str] = []
-    results: dict[str, Any] = {"modes": {}, "storm": {}, "idle": {}, "scrape": {},
+    results: dict[str, Any] = {"modes": {}, "storm": {}, "idle": {}, "scrape": {}, "alerts": {},
                                "machine": machine(lab, opts)}
     records: dict[str, list[dict[str, Any]]] = {}
     modes = [m for m in MODES if m in opts.only]
@@ -323,6 +324,25 @@ def run(lab: Lab, opts: Options, progress: Progress) -> tuple[dict[str, Any],
         results["storm"]["detection"] = storm.run_detection(
             lab, opts.detect_rows, SERVER_IDS["detection"],
             progress.counter("lines", opts.detect_rows))
+    if "alerts" in opts.only:
+        progress.phase(f"alerts: {opts.alarms} failing processes -> webhook (latency), then "
+                       f"{opts.alarms} alarms without sinks and with a dead sink")
+        a = results["alerts"] = alerts.run_alerts(
+            lab, opts.alarms, opts.units, opts.seed, opts.max_pause,
+            progress.counter("alerts", opts.alarms))
+        lat = a["latency"]["latency_ms"]
+        progress.phase(f"alerts: latency p50 {report.fmt_ms(lat['p50'])} ms, p99 "
+                       f"{report.fmt_ms(lat['p99'])} ms; dispatch p50 without sinks "
+                       f"{report.fmt_ms(a['no_sinks']['dispatch_ms']['p50'])} ms, with a dead "
+                       f"sink {report.fmt_ms(a['dead_sink']['dispatch_ms']['p50'])} ms "
+                       f"(ratio {a['dispatch_ratio_p50']})")
+        if a["latency"]["lost"]:
+            problems.append(f"alerts: {a['latency']['lost']} alert(s) did not reach the "
+                            f"webhook within {alerts.ARRIVAL_TIMEOUT:g} s")
+        for name in ("no_sinks", "dead_sink"):
+            if a[name]["not_cleared"]:
+                problems.append(f"alerts ({name}): {a[name]['not_cleared']} alarm(s) not "
+                                "cleared")
     results["machine"].update({
         "load_average_end": [round(x, 2) for x in os.getloadavg()],
         "duration_s": round(time.monotonic() - progress.started, 1),

@@ -158,6 +158,8 @@ def targets(results: dict[str, Any]) -> list[Target]:
     scraped = results.get("scrape", {}).get("ratio_p50")
     idle = results["idle"].get("binlog")
     counts = [metrics[m]["n"] for metrics in results["modes"].values() for m in METRICS]
+    alerts = results.get("alerts") or {}
+    ratio_dead = alerts.get("dispatch_ratio_p50")
     return [
         Target(f"n >= {MIN_N} per mode (alarms counted, every mode and figure)",
                f"min n = {min(counts)}" if counts else "-",
@@ -174,6 +176,9 @@ def targets(results: dict[str, Any]) -> list[Target]:
                "-" if idle is None else
                f"{idle['queries_per_s']:g} q/s ({idle['queries']} in {idle['seconds']:.0f} s)",
                None if idle is None else idle["queries"] == 0),
+        Target("binlog dispatch p50 with a dead alert sink within 10 % of no sinks",
+               "-" if ratio_dead is None else f"{ratio_dead:.2f}x",
+               None if ratio_dead is None else ratio_dead <= 1.10),
     ]
 
 
@@ -272,6 +277,19 @@ def _scrape_text(results: dict[str, Any]) -> str | None:
             "the two, on one reactor).")
 
 
+def _alert_rows(results: dict[str, Any]) -> list[list[str]]:
+    a = results["alerts"]
+    rows = []
+    for label, s in (("step -> received at a local webhook (group_wait 0)",
+                      a["latency"]["latency_ms"]),
+                     ("binlog dispatch, no alert sinks", a["no_sinks"]["dispatch_ms"]),
+                     ("binlog dispatch, a dead sink (min_severity info)",
+                      a["dead_sink"]["dispatch_ms"])):
+        rows.append([label, str(s["n"]), fmt_ms(s["p50"]), fmt_ms(s["p90"]), fmt_ms(s["p99"]),
+                     fmt_ms(s["max"])])
+    return rows
+
+
 def _table(head: list[str], rows: list[list[str]], md: bool) -> str:
     if md:
         lines = ["| " + " | ".join(head) + " |", "|" + "|".join(" --- " for _ in head) + "|"]
@@ -359,6 +377,9 @@ def render(results: dict[str, Any], md: bool) -> str:
         parts.append(_table(["burst", "figure"], _storm_rows(results), md))
     if results["idle"]:
         parts.append(_table(IDLE_HEAD, _idle_rows(results), md))
+    if results.get("alerts"):
+        parts.append(_table(["alerts", "n", "p50 ms", "p90 ms", "p99 ms", "max ms"],
+                            _alert_rows(results), md))
     parts.append(_table(["target", "measured", "result"],
                         [[t.goal, t.figure, t.verdict] for t in targets(results)], md))
     return "\n\n".join(parts) + "\n"

@@ -86,8 +86,10 @@ class Lab:
     # ------------------------------------------------------------------ reactor
 
     def write_config(self, name: str, *, mode: str, check_interval: float, server_id: int,
-                     settle: float, max_concurrent: int = 32, listen: str = "") -> Path:
-        """A reactor config; `listen` is its [metrics] listen (default: no listener)."""
+                     settle: float, max_concurrent: int = 32, listen: str = "",
+                     extra: dict[str, dict[str, object]] | None = None) -> Path:
+        """A reactor config for the lab; `listen` is its [metrics] listen (default: no
+        listener); `extra` adds sections or keys ([alert.NAME] ...)."""
         path = self.base / f"{name}.ini"
         sections: dict[str, dict[str, object]] = {
             "database": {**self.database, "server_id": server_id},
@@ -100,6 +102,8 @@ class Lab:
             "process.default": {"settle_time": settle, "health_check_timeout": 5,
                                 "restart_delay": 0.5, "max_attempts": 2},
         }
+        for section, values in (extra or {}).items():
+            sections.setdefault(section, {}).update(values)
         client.write_config(path, sections)
         return path
 

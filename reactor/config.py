@@ -1,9 +1,10 @@
 """config.ini -> Config, parsed once at start-up into frozen dataclasses.
 
 The file keeps the format of the bash tool it replaces (`[database]`, `[monitor]`,
-`[logging]`, `[process.NAME]`, `[process.default]`) plus the keys the reactor needs. Every
-key is declared once in `KEYS`, with its parser and default; the man page reactor.ini.5
-documents the same table (a test keeps them in step).
+`[logging]`, `[process.NAME]`, `[process.default]`) plus the keys the reactor needs
+(`[systemd]`, and `[alerts]` with one `[alert.NAME]` section per alert sink). Every key is
+declared once in `KEYS`, with its parser and default; the man page reactor.ini.5 documents
+the same table (a test keeps them in step).
 
 Error handling: `load_config` collects every problem in the file and raises one
 `ConfigError` whose `.problems` has one line per problem, each naming `[section] key`.
@@ -17,6 +18,7 @@ import fnmatch
 import ipaddress
 import math
 import os
+import re
 import shlex
 import stat
 import sys
@@ -24,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from reactor.errors import ConfigError
 from reactor.text import has_control, one_line
@@ -60,6 +62,18 @@ VALUE_MAX = 4096  # characters in one value: more is a mistake (shlex takes seco
 RESTART_DELAY_MAX = 3600.0  # seconds: restart_delay, and how far restart_backoff grows it
 STRATEGIES = ("auto", "service", "process")
 LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
+SINK_TYPES = ("alertmanager", "webhook", "dingtalk", "smtp")
+HTTP_SINKS = ("alertmanager", "webhook", "dingtalk")
+SEVERITIES = ("critical", "major", "warning", "info")  # most severe first
+SMTP_TLS = ("starttls", "implicit", "none")
+SMTP_PORTS = {"starttls": 587, "implicit": 465, "none": 25}
+# keys of [alert.NAME] that only some sink types take; every other key applies to all
+SINK_ONLY: dict[str, tuple[str, ...]] = {
+    "url": HTTP_SINKS, "secret": ("dingtalk",),
+    **{k: ("smtp",) for k in ("host", "port", "tls", "user", "password", "from", "to")},
+}
+# an alert sink's name becomes a directory name (its spool): nothing that could leave it
+SINK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 def builtin_denied(unit: str) -> bool:
@@ -248,6 +262,27 @@ def _readable_file(raw: str) -> str:
     return value
 
 
+def _optional_port(raw: str) -> int | None:
+    return int(Number(1, 65535, whole=True)(raw)) if raw.strip() else None
+
+
+def _addresses(raw: str) -> tuple[str, ...]:
+    """Mail addresses separated by commas or spaces; each must look like user@domain."""
+    parts = tuple(part for part in raw.replace(",", " ").split() if part)
+    for part in parts:
+        local, at, domain = part.rpartition("@")
+        if not at or not local or not domain or "<" in part or ">" in part:
+            raise ValueError(f"must be mail addresses (user@domain), got {part!r}")
+    return parts
+
+
+def _address(raw: str) -> str:
+    found = _addresses(raw)
+    if len(found) > 1:
+        raise ValueError(f"must be one mail address, got {raw.strip()!r}")
+    return found[0] if found else ""
+
+
 def _boolean(raw: str) -> bool:
     value = raw.strip().lower()
     if value in ("yes", "true", "on", "1"):
@@ -332,6 +367,43 @@ KEYS: tuple[Key, ...] = (
         "empty = off"),
     Key("metrics", "textfile_interval", Number(0.1, 86400, unit="seconds"), "15",
         "seconds between writes of the textfile"),
+    Key("alerts", "cooldown", Number(0, 604800, unit="seconds"), "3600",
+        "seconds during which the same event for the same process is not alerted again"),
+    Key("alerts", "group_wait", Number(0, 3600, unit="seconds"), "5",
+        "seconds alerts are collected before they go out, as one message per sink"),
+    Key("alerts", "unreachable_after", Number(0, 86400, unit="seconds"), "60",
+        "seconds the database, the bus or the binlog stream must stay unreachable before "
+        "a critical alert"),
+    Key("alerts", "timeout", Number(0.1, 600, unit="seconds"), "10",
+        "seconds one delivery attempt may take"),
+    Key("alerts", "retry_delay", Number(0.01, 3600, unit="seconds"), "1",
+        "seconds before the first retry of a failed delivery; doubled after each failure"),
+    Key("alerts", "retry_max_delay", Number(0.01, 86400, unit="seconds"), "60",
+        "the longest wait between two delivery attempts"),
+    Key("alerts", "max_age", Number(1, 2592000, unit="seconds"), "86400",
+        "seconds an undelivered message is kept (on disk, across restarts) before it is "
+        "dropped with an ERROR"),
+    Key("alerts", "max_queued", Number(1, 1000000, whole=True), "1000",
+        "undelivered messages kept per sink; beyond that the oldest is dropped with an ERROR"),
+    Key("alert", "type", _choice(SINK_TYPES), "",
+        "alertmanager, webhook, dingtalk or smtp (required)"),
+    Key("alert", "min_severity", _choice(SEVERITIES), "warning",
+        "the least severe alert this sink gets: critical, major, warning or info"),
+    Key("alert", "url", _url, "",
+        "alertmanager: its base URL; webhook, dingtalk: the URL to POST to"),
+    Key("alert", "secret", _password, "", "dingtalk: the robot's signing secret"),
+    Key("alert", "ca_file", _readable_file, "",
+        "CA certificate file (PEM) the sink's TLS certificate is verified against; empty: "
+        "the system's CAs"),
+    Key("alert", "host", _text, "", "smtp: the mail server (required)"),
+    Key("alert", "port", _optional_port, "",
+        "smtp: the server's port; empty: 587 (starttls), 465 (implicit) or 25 (none)"),
+    Key("alert", "tls", _choice(SMTP_TLS), "starttls",
+        "smtp: starttls, implicit (TLS from the first byte) or none"),
+    Key("alert", "user", _text, "", "smtp: the account to log in as (AUTH); empty: no login"),
+    Key("alert", "password", _password, "", "smtp: that account's password"),
+    Key("alert", "from", _address, "", "smtp: the sender address; empty: reactor@HOST"),
+    Key("alert", "to", _addresses, "", "smtp: the recipients, separated by commas (required)"),
     Key("process", "unit", _text, "", "systemd unit; default NAME if it has a unit suffix, "
         "else NAME.service"),
     Key("process", "restart_strategy", _choice(STRATEGIES), "auto",
@@ -360,7 +432,7 @@ KEYS: tuple[Key, ...] = (
     Key("process", "command_timeout", Number(0.01, 86400, unit="seconds"), "30",
         "seconds before a pre_restart or health_check command is killed"),
 )
-SECTIONS = ("database", "monitor", "systemd", "logging", "metrics")
+SECTIONS = ("database", "monitor", "systemd", "logging", "metrics", "alerts")
 
 
 def keys_of(section: str) -> dict[str, Key]:
@@ -472,6 +544,57 @@ class ProcessConfig:
     command_timeout: float
 
 
+@dataclass(frozen=True)
+class SinkConfig:
+    """One `[alert.NAME]` section: where alerts go, and the least severe that goes there."""
+
+    name: str
+    type: str
+    min_severity: str
+    url: str = field(repr=False)  # may hold a token (DingTalk's access_token)
+    secret: str = field(repr=False)
+    ca_file: str
+    host: str
+    port: int
+    tls: str
+    user: str
+    password: str = field(repr=False)
+    sender: str  # the `from` key
+    to: tuple[str, ...]
+
+    def secrets(self) -> list[str]:
+        """What must never appear in a log line: password, secret, the URL's password and
+        the values of its query (tokens such as DingTalk's access_token)."""
+        found = [self.password, self.secret]
+        if self.url:
+            parts = urlsplit(self.url)
+            found.append(parts.password or "")
+            # a token is long; "?v=2" is not a secret (and too short to redact)
+            found += [value for _, value in parse_qsl(parts.query) if len(value) >= 8]
+        return [s for s in found if s]
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    cooldown: float
+    group_wait: float
+    unreachable_after: float
+    timeout: float
+    retry_delay: float
+    retry_max_delay: float
+    max_age: float
+    max_queued: int
+    sinks: tuple[SinkConfig, ...] = ()
+
+    @property
+    def longest_retry_delay(self) -> float:
+        """retry_max_delay, or retry_delay when that is longer (the first wait is never cut)."""
+        return max(self.retry_delay, self.retry_max_delay)
+
+    def secrets(self) -> list[str]:
+        return [s for sink in self.sinks for s in sink.secrets()]
+
+
 UNIT_SUFFIXES = (
     ".service", ".socket", ".target", ".device", ".mount", ".automount", ".swap",
     ".path", ".timer", ".slice", ".scope",
@@ -489,6 +612,12 @@ class Config:
     processes: dict[str, ProcessConfig] = field(default_factory=dict)
     metrics: MetricsConfig = field(default_factory=lambda: MetricsConfig(
         ("127.0.0.1", 9464), False, "", 15.0))
+    alerts: AlertsConfig = field(default_factory=lambda: AlertsConfig(**_defaults(
+        keys_of("alerts"))))
+
+    def secrets(self) -> list[str]:
+        """Every secret of the file, for the log redactor."""
+        return [s for s in (self.database.password, *self.alerts.secrets()) if s]
 
     def for_process(self, name: str) -> ProcessConfig:
         """The settings for a process: its own section, else [process.default]."""
@@ -679,8 +808,14 @@ def parse_config(text: str, path: str = "<string>") -> Config:
         )
         problems.extend(_default_problems(default_values))
     process_values: dict[str, dict[str, Any]] = {}
+    sinks: list[SinkConfig] = []
     for section in parser.sections():
         if section in SECTIONS or section == "process.default":
+            continue
+        if section.startswith("alert."):
+            sink = _parse_sink(section, parser[section], problems)
+            if sink is not None:
+                sinks.append(sink)
             continue
         if not section.startswith("process.") or section == "process.":
             problems.append(f"[{one_line(section)}]: unknown section")
@@ -713,6 +848,51 @@ def parse_config(text: str, path: str = "<string>") -> Config:
         process_default=ProcessConfig(**default_values),
         processes={n: ProcessConfig(**v) for n, v in process_values.items()},
         metrics=MetricsConfig(**metrics),
+        alerts=AlertsConfig(**parsed["alerts"], sinks=tuple(sinks)),
+    )
+
+
+def _parse_sink(section: str, raw: configparser.SectionProxy,
+                problems: list[str]) -> SinkConfig | None:
+    """One [alert.NAME] section; None (with problems) when it is unusable."""
+    name = section[len("alert."):]
+    if not SINK_NAME.fullmatch(name):
+        problems.append(f"[{section}]: the name after 'alert.' must be 1-64 letters, digits, "
+                        "'_', '.' or '-' (it names the sink's spool directory)")
+        return None
+    before = len(problems)
+    values = _parse_section(raw, keys_of("alert"), section, _defaults(keys_of("alert")),
+                            problems)
+    kind = values.get("type")
+    if "type" not in raw:
+        problems.append(f"[{section}] type: missing key (alertmanager, webhook, dingtalk or "
+                        "smtp)")
+    if kind:
+        for key, types in SINK_ONLY.items():
+            if key in raw and kind not in types:
+                problems.append(f"[{section}] {key}: not used by type = {kind} (only by "
+                                f"{', '.join(types)})")
+        required = ("url",) if kind in HTTP_SINKS else ("host", "to")
+        for key in required:
+            reported = any(p.startswith(f"[{section}] {key}:") for p in problems[before:])
+            if not values.get(key) and not reported:
+                problems.append(f"[{section}] {key}: required for type = {kind}")
+    if kind == "smtp":
+        if values.get("password") and not values.get("user"):
+            problems.append(f"[{section}] user: required with password")
+        if values.get("user") and not values.get("password"):
+            problems.append(f"[{section}] password: required with user")
+        if values.get("password") and values.get("tls") == "none":
+            problems.append(f"[{section}] password: never sent without TLS; set tls = "
+                            "starttls or implicit")
+    if len(problems) > before or not isinstance(kind, str):
+        return None
+    tls = values["tls"]
+    return SinkConfig(
+        name=name, type=kind, min_severity=values["min_severity"], url=values["url"],
+        secret=values["secret"], ca_file=values["ca_file"], host=values["host"],
+        port=values["port"] or (SMTP_PORTS[tls] if kind == "smtp" else 0), tls=tls,
+        user=values["user"], password=values["password"], sender=values["from"], to=values["to"],
     )
 
 
@@ -728,8 +908,11 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 
 
 def permission_warnings(path: str | os.PathLike[str], config: Config) -> list[str]:
-    """Warnings about a config file that holds a password others can read."""
-    if not config.database.password:
+    """Warnings about a config file that holds a password (or a sink's secret) others can
+    read."""
+    held = (["[database] password"] if config.database.password else []) + [
+        f"[alert.{s.name}] credentials" for s in config.alerts.sinks if s.secrets()]
+    if not held:
         return []
     try:
         mode = os.stat(path).st_mode
@@ -737,7 +920,7 @@ def permission_warnings(path: str | os.PathLike[str], config: Config) -> list[st
         return []
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         return [
-            f"{path}: holds [database] password but its mode is {stat.S_IMODE(mode):04o}; "
+            f"{path}: holds {', '.join(held)} but its mode is {stat.S_IMODE(mode):04o}; "
             f"run chmod 600 {path}"
         ]
     return []

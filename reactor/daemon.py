@@ -1,12 +1,13 @@
 """`reactor run`: who owns what, start-up order, readiness, and an orderly stop.
 
     start:    config -> logging -> state file -> database check (mode) -> D-Bus
-    run:      one TaskGroup owns the pipeline, the audit writer, the sources (monitor),
-              the heartbeat (watchdog pings + STATUS=) and, with [metrics], the listener
-              and textfile writer (bound before READY); READY=1 once the first sweep
-              after the source connected is done and the bus is connected
+    run:      one TaskGroup owns the pipeline, the alerts, the audit writer, the sources
+              (monitor), the heartbeat (watchdog pings + STATUS=) and, with [metrics], the
+              listener and textfile writer (bound before READY); READY=1 once the first
+              sweep after the source connected is done and the bus is connected
     stop:     SIGTERM/SIGINT -> stop intake (the source's last boundary becomes the
-              checkpoint) -> drain in-flight cycles (shutdown_timeout) -> flush audit rows
+              checkpoint) -> drain in-flight cycles (shutdown_timeout) -> send grouped
+              alerts (a short drain; the rest stays in the spool) -> flush audit rows
               -> close bus and database -> write the state file
 
 Lifecycle lines are fixed strings (tests and operators grep for them):
@@ -27,6 +28,7 @@ from loguru import logger
 from reactor import __version__
 from reactor.actions.pipeline import Pipeline
 from reactor.actions.systemd import Systemd
+from reactor.alerts.dispatcher import build_alerts
 from reactor.config import Config
 from reactor.events import Alarm, Observers, Source
 from reactor.metrics.service import MetricsService
@@ -52,6 +54,10 @@ class Daemon:
         self.systemd = Systemd(config.systemd, self.observers)
         self.store = Store(self.database)
         self.observers.add(self.store)
+        # alerts (when a sink is configured) hear the same steps and notices
+        self.alerts = build_alerts(config, self.state, self.observers)
+        if self.alerts is not None:
+            self.observers.add(self.alerts)
         self.intake = Intake(self._submit, self.database, verify_replay=True)
         self.pipeline = Pipeline(
             config, self.systemd, self.store, self.state,
@@ -67,6 +73,8 @@ class Daemon:
         if config.metrics.enabled:
             self.metrics = MetricsService(config, self)
             self.observers.add(self.metrics.metrics)
+            if self.alerts is not None:
+                self.metrics.metrics.watch_alerts(self.alerts)
 
     def _submit(self, alarm: Alarm) -> None:
         self.pipeline.submit(alarm)
@@ -122,10 +130,15 @@ class Daemon:
             await self.systemd.connect()
             async with asyncio.TaskGroup() as tg:
                 cycles = tg.create_task(self.pipeline.run(), name="pipeline")
+                alerts = self.alerts
+                alerting = tg.create_task(alerts.run(), name="alerts") if alerts else None
                 await self.pipeline.started.wait()
                 yield tg
                 self.pipeline.close()
                 await cycles
+                if alerts and alerting:  # after the cycles: their last alerts go out too
+                    alerts.close()
+                    await alerting
                 # only now: outcomes of the cycles that finished while stopping still retry
                 # a database that is briefly away
                 self.store.stop()

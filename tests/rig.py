@@ -50,7 +50,9 @@ class Rig:
     def config(self, monitor: dict[str, Any] | None = None,
                processes: dict[str, dict[str, Any]] | None = None,
                default: dict[str, Any] | None = None, systemd: dict[str, Any] | None = None,
-               file: str = "c.ini", metrics: dict[str, Any] | None = None) -> Path:
+               file: str = "c.ini", metrics: dict[str, Any] | None = None,
+               sections: dict[str, dict[str, Any]] | None = None) -> Path:
+        """`sections`: more sections ([alerts], [alert.NAME] ...)."""
         procs = {"default": {**FAST, **(default or {})}}
         procs.update(processes or {})
         return write_config(
@@ -58,7 +60,7 @@ class Rig:
             {"monitor": {"mode": "binlog", "check_interval": 60, **(monitor or {})},
              "systemd": {"bus": self.sbx.address, "call_timeout": 3, "job_timeout": 5,
                          **(systemd or {})},
-             "metrics": {"listen": "", **(metrics or {})}},
+             "metrics": {"listen": "", **(metrics or {})}, **(sections or {})},
             procs,
         )
 

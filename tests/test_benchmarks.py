@@ -52,7 +52,7 @@ def test_reduced_benchmark_writes_results_with_the_schema(tmp_path: Path) -> Non
     assert done.returncode == 0, done.stdout[-4000:]
 
     results = json.loads((tmp_path / "latest.json").read_text())
-    assert set(results) == {"modes", "storm", "idle", "scrape", "machine"}
+    assert set(results) == {"modes", "storm", "idle", "scrape", "alerts", "machine"}
     assert set(results["modes"]) == MODES
     for mode, metrics in results["modes"].items():
         assert set(metrics) == {*FIGURES, "source", "detected_by_other_source"}, mode
@@ -83,6 +83,12 @@ def test_reduced_benchmark_writes_results_with_the_schema(tmp_path: Path) -> Non
     assert storm["units_restarted_twice"] == 0 and storm["units_not_restarted"] == 0
     assert storm["exactly_once"] is True
     assert storm["detection"]["rows"] == 20 and storm["detection"]["seen"] > 0
+    alerts = results["alerts"]  # alarm -> alert at a webhook; dispatch with a dead sink
+    assert alerts["latency"]["alarms"] == 3 and alerts["latency"]["lost"] == 0
+    assert alerts["latency"]["latency_ms"]["n"] == 3, alerts
+    for run in ("no_sinks", "dead_sink"):
+        assert alerts[run]["dispatch_ms"]["n"] == 3 and alerts[run]["not_cleared"] == 0
+    assert alerts["dispatch_ratio_p50"] > 0
     machine = results["machine"]
     assert {"cpu_model", "cores", "kernel", "python", "mariadb", "date"} <= set(machine)
     assert machine["settle_time"] == 0
@@ -96,6 +102,7 @@ def test_reduced_benchmark_writes_results_with_the_schema(tmp_path: Path) -> Non
 
     assert (tmp_path / "latest.png").read_bytes().startswith(b"\x89PNG")
     table = (tmp_path / "latest.md").read_text()
+    assert "| binlog dispatch, a dead sink (min_severity info) | 3 |" in table
     assert "| binlog | dispatch_ms |" in table
     assert "PASS" in done.stdout or "MISS" in done.stdout  # targets printed, not asserted
     assert "| n >= 200 per mode" in table and "min n = 3 | MISS |" in table  # 3 alarms
@@ -125,7 +132,8 @@ def _record(source: str | None, sent: float, detected: float | None) -> dict[str
 def test_only_the_modes_own_source_counts_and_short_runs_miss_the_n_target() -> None:
     records = {"binlog": [_record("binlog", 0.0, 0.003), _record("sweep", 1.0, 1.5),
                           _record(None, 2.0, None)]}
-    results: dict[str, object] = {"modes": {}, "storm": {}, "idle": {}, "machine": {}}
+    results: dict[str, object] = {"modes": {}, "storm": {}, "idle": {}, "alerts": {},
+                                  "machine": {}}
     raw = report.summarize_modes(records, results)
     binlog = results["modes"]["binlog"]  # type: ignore[index]
     assert binlog["detected_by_other_source"] == 1

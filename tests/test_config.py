@@ -169,6 +169,17 @@ def test_check_config_warns_about_a_readable_password(tmp_path: Path) -> None:
     assert "chmod 600" in done.stderr and "secret" not in done.stderr
 
 
+def test_check_config_warns_about_readable_sink_credentials(tmp_path: Path) -> None:
+    path = tmp_path / "c.ini"
+    path.write_text("[database]\nuser = r\n[alert.mail]\ntype = smtp\nhost = mail\n"
+                    "to = ops@example.com\nuser = r\npassword = mail-pw-3\n")
+    path.chmod(0o640)
+    done = run_check(path)
+    assert done.returncode == 0
+    assert "holds [alert.mail] credentials" in done.stderr and "chmod 600" in done.stderr
+    assert "mail-pw-3" not in done.stderr
+
+
 def test_load_config_reports_unreadable_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.ini")

@@ -242,7 +242,7 @@ def test_the_example_configuration_is_valid() -> None:
 def test_every_config_section_has_its_heading() -> None:
     headings = read_page(REACTOR_INI_5).subsections
     for section in sorted({k.section for k in KEYS}):
-        want = "[process.NAME]" if section == "process" else f"[{section}]"
+        want = f"[{section}.NAME]" if section in ("process", "alert") else f"[{section}]"
         assert any(h.startswith(want) for h in headings), f"no .SS heading for {want}"
 
 

@@ -155,10 +155,11 @@ class Fixed:
 
 
 class Alerts:
-    """An alert dispatcher as reactor/alerts will be: it only has to count per sink."""
+    """An alert dispatcher as reactor/alerts is, for metrics: it only has to count per sink."""
 
-    def alert_counts(self) -> Mapping[str, tuple[int, int]]:
-        return {"webhook": (5, 1), "smtp": (2, 0)}
+    def sink_counters(self) -> Mapping[str, Mapping[str, int]]:
+        return {"webhook": {"sent": 5, "alerts": 9, "failed": 1, "dropped": 0, "queued": 2},
+                "smtp": {"sent": 2, "alerts": 2, "failed": 0, "dropped": 1, "queued": 0}}
 
 
 def test_live_gauges_come_from_the_snapshot_at_each_scrape() -> None:
@@ -196,13 +197,16 @@ def test_live_gauges_come_from_the_snapshot_at_each_scrape() -> None:
     assert not [n for n, _ in got if n.startswith("reactor_binlog_")]  # no stream: absent
 
 
-def test_alert_counters_are_read_from_any_object_with_alert_counts() -> None:
+def test_alert_counters_are_read_from_any_object_with_sink_counters() -> None:
     m = Metrics()
     m.watch_alerts(Alerts())
     got = samples(m)
     assert got[("reactor_alerts_sent_total", (("sink", "webhook"),))] == 5
+    assert got[("reactor_alerts_delivered_total", (("sink", "webhook"),))] == 9
     assert got[("reactor_alerts_failed_total", (("sink", "webhook"),))] == 1
+    assert got[("reactor_alerts_queued", (("sink", "webhook"),))] == 2
     assert got[("reactor_alerts_sent_total", (("sink", "smtp"),))] == 2
+    assert got[("reactor_alerts_dropped_total", (("sink", "smtp"),))] == 1
 
 
 def test_problems_name_every_reason_to_be_unhealthy() -> None:

@@ -136,28 +136,44 @@ def _stream(snap: Snapshot) -> Iterator[Metric]:
 # ---------------------------------------------------------------- alerts extension point
 
 
-class AlertCounts(Protocol):
+class SinkCounters(Protocol):
     """What an alert dispatcher implements to have its counters exported: per sink name
-    (alertmanager, webhook, smtp ...), the alerts delivered and those that failed (after
-    its retries). Called at each scrape in the event loop: return at once, from memory."""
+    (alertmanager, webhook, smtp ...) a mapping with `sent` (messages delivered),
+    `alerts` (alerts in them), `failed` (delivery attempts that failed), `dropped`
+    (messages given up: too old, no room, rejected) and `queued` (messages waiting, in
+    memory and on disk). Called at each scrape in the event loop: return at once."""
 
-    def alert_counts(self) -> Mapping[str, tuple[int, int]]: ...
+    def sink_counters(self) -> Mapping[str, Mapping[str, int]]: ...
 
 
 class AlertsCollector(Collector):
-    """reactor_alerts_sent_total{sink} and reactor_alerts_failed_total{sink}, read from an
-    AlertCounts at each scrape. `Metrics.watch_alerts(dispatcher)` registers one."""
+    """reactor_alerts_{sent,failed,dropped}_total{sink}, reactor_alerts_delivered_total{sink}
+    and reactor_alerts_queued{sink}, read from a SinkCounters at each scrape.
+    `Metrics.watch_alerts(dispatcher)` registers one."""
 
-    def __init__(self, source: AlertCounts) -> None:
+    def __init__(self, source: SinkCounters) -> None:
         self.source = source
 
     def collect(self) -> Iterator[Metric]:
-        sent = CounterMetricFamily("reactor_alerts_sent", "Alerts delivered, per sink",
+        families = {
+            "sent": CounterMetricFamily("reactor_alerts_sent", "Alert messages delivered, "
+                                        "per sink (one message may group many alerts)",
+                                        labels=["sink"]),
+            "alerts": CounterMetricFamily("reactor_alerts_delivered", "Alerts delivered in "
+                                          "those messages, per sink", labels=["sink"]),
+            "failed": CounterMetricFamily("reactor_alerts_failed", "Delivery attempts that "
+                                          "failed (each retry counts), per sink",
+                                          labels=["sink"]),
+            "dropped": CounterMetricFamily("reactor_alerts_dropped", "Alert messages given "
+                                           "up (older than max_age, beyond max_queued, or "
+                                           "rejected), per sink", labels=["sink"]),
+        }
+        queued = GaugeMetricFamily("reactor_alerts_queued", "Alert messages waiting for "
+                                   "delivery (in memory and on disk), per sink",
                                    labels=["sink"])
-        failed = CounterMetricFamily("reactor_alerts_failed", "Alerts a sink did not take "
-                                     "(after its retries), per sink", labels=["sink"])
-        for sink, (ok, bad) in sorted(self.source.alert_counts().items()):
-            sent.add_metric([sink], ok)
-            failed.add_metric([sink], bad)
-        yield sent
-        yield failed
+        for sink, counts in sorted(self.source.sink_counters().items()):
+            for key, family in families.items():
+                family.add_metric([sink], counts.get(key, 0))
+            queued.add_metric([sink], counts.get("queued", 0))
+        yield from families.values()
+        yield queued

@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessColl
 from prometheus_client import metrics as _metrics
 
 from reactor.events import Happening, Notice, Source, Step
-from reactor.metrics.collector import AlertCounts, AlertsCollector, LiveCollector
+from reactor.metrics.collector import AlertsCollector, LiveCollector, SinkCounters
 from reactor.metrics.snapshot import SnapshotSource
 
 # 0.25 ms to a minute: a binlog dispatch takes ~1 ms, a cycle with settle_time = 1 s a
@@ -98,7 +98,7 @@ class Metrics:
         self.registry.register(LiveCollector(source))
         ProcessCollector(registry=self.registry)
 
-    def watch_alerts(self, dispatcher: AlertCounts) -> None:
+    def watch_alerts(self, dispatcher: SinkCounters) -> None:
         """Export an alert dispatcher's per-sink counters (reactor_alerts_*_total): the
         daemon calls this with reactor/alerts' dispatcher when alerts are configured."""
         self.registry.register(AlertsCollector(dispatcher))

@@ -12,7 +12,8 @@
   database's to choose, and a newline in it must not forge a line of its own, nor `<0>`
   after it an emergency entry in the journal. Under journald every line of a traceback
   carries the record's priority too.
-- Every secret given to `setup` (the database password) is replaced by *** in the final text
+- Every secret given to `setup` (the database password, the alert sinks' passwords, secrets
+  and URL tokens: `Config.secrets()`) is replaced by *** in the final text
   of every line, tracebacks included, and so are its escaped forms (repr(), JSON: a password
   with a backslash or a quote shows as `s3cr\\\\et` in a repr). A secret shorter than
   MIN_REDACTED characters is not redacted (replacing "pw" everywhere would mangle words and
@@ -192,11 +193,14 @@ def setup(cfg: LoggingConfig | None, *, secrets: Iterable[str] = (), level: str 
             raise ConfigError([f"[logging] log_file: cannot open {cfg.log_file}: "
                                f"{exc.strerror or exc}"]) from None
     if any(len(s) < MIN_REDACTED for s in secrets):
-        logger.warning("the database password is shorter than {} characters: log lines do "
-                       "not hide it", MIN_REDACTED)
+        logger.warning("the database password (or another secret of the configuration) is "
+                       "shorter than {} characters: log lines do not hide it", MIN_REDACTED)
     logging.basicConfig(handlers=[_Intercept()], level=logging.getLevelName(
         "DEBUG" if lvl == "TRACE" else ("INFO" if lvl == "SUCCESS" else lvl)), force=True)
     # mysql-replication warns on every lost connection, which binlog.py reports itself
     verbose = lvl in ("DEBUG", "TRACE")
     logging.getLogger("pymysqlreplication").setLevel(logging.DEBUG if verbose else logging.ERROR)
     logging.getLogger("dbus_fast").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    # httpx logs every request with its URL (an alert sink's URL may hold a token) at INFO
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
