@@ -366,7 +366,7 @@ def run_promtool(*args: str) -> str:
 
 
 def test_promtool_accepts_the_rules_and_each_alert_fires_in_its_test() -> None:
-    assert "SUCCESS: 8 rules found" in run_promtool("check", "rules", str(RULES))
+    assert "SUCCESS: 9 rules found" in run_promtool("check", "rules", str(RULES))
     assert "SUCCESS" in run_promtool("test", "rules", str(RULE_TESTS))
     alerts = re.findall(r"- alert: (\w+)", RULES.read_text())
     tests = RULE_TESTS.read_text()
