@@ -5,11 +5,13 @@
 Starts a throwaway MariaDB and a sandboxed systemd, runs the real `reactor run` in binlog
 mode and in poll mode (check_interval 1 s and 0.1 s) on the same alarm workload, then a
 storm (one UPDATE alarming many real units), a detection burst (`reactor watch`, one
-UPDATE alarming many rows) and a 100,000-alarm storm (bounded memory). Beside each, in the
-same run, its floor with no reactor code (benchmarks/floors.py): a bare mysql-replication
-reader, a bare D-Bus client; the ratios are printed beside the figures. Writes
-results/latest.json, latest-samples.json (every alarm), latest.md and latest.png
-(`--output DIR` to write them elsewhere).
+UPDATE alarming many rows), a 100,000-alarm storm (bounded memory) and alerts (alarm ->
+alert at a local webhook; binlog dispatch with a dead alert sink against none). Beside the
+storm and the detection burst, and the binlog mode's alarms, in the same run, their floors
+with no reactor code (benchmarks/floors.py): a bare mysql-replication reader, a bare D-Bus
+client; the ratios are printed beside the figures. Writes results/latest.json,
+latest-samples.json (every alarm), latest.md and latest.png (`--output DIR` to write them
+elsewhere).
 See benchmarks/README.md for what each figure means and how it is measured.
 """
 
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from benchmarks import bigstorm, floors, idle, report, storm
+from benchmarks import alerts, bigstorm, floors, idle, report, scrape, storm
 from benchmarks.rigs import Lab
 from benchmarks.workload import PlannedAlarm, attach_audit, plan, record, run_alarms
 from lab import LabUnavailable
@@ -37,12 +39,13 @@ from lab.sandbox import SYSTEMD
 from reactor import __version__
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PHASES = ("binlog", "poll_1s", "poll_0.1s", "storm", "detection", "storm_100k")
+PHASES = ("binlog", "poll_1s", "poll_0.1s", "scrape", "storm", "detection", "storm_100k",
+          "alerts")
 # mode name -> ([monitor] mode, check_interval): poll interval, or for binlog the least
 # sweep interval (binlog_sweep_interval makes it longer than the whole phase)
 MODES = {"binlog": ("binlog", 300.0), "poll_1s": ("poll", 1.0), "poll_0.1s": ("poll", 0.1)}
 SERVER_IDS = {"binlog": 4301, "poll_1s": 4302, "poll_0.1s": 4303, "storm": 4310,
-              "detection": 4320, "storm_100k": 4330, "floor": 4390}
+              "detection": 4320, "scrape": 4330, "storm_100k": 4350, "floor": 4390}
 FIRST_PID = 1001
 IDLE_GRACE = 1.0  # seconds after `ready` before the idle window opens
 EXIT_UNAVAILABLE = 77  # this machine cannot run the lab (no root, no MariaDB, no cgroups)
@@ -280,13 +283,15 @@ def run(lab: Lab, opts: Options, progress: Progress) -> tuple[dict[str, Any],
     """Every phase asked for; returns the results and, per mode, every alarm's record."""
     problems: list[str] = []
     results: dict[str, Any] = {"modes": {}, "storm": {}, "detection": {}, "storm_100k": {},
-                               "idle": {}, "machine": machine(lab, opts)}
+                               "idle": {}, "scrape": {}, "alerts": {},
+                               "machine": machine(lab, opts)}
     records: dict[str, list[dict[str, Any]]] = {}
     modes = [m for m in MODES if m in opts.only]
-    if modes:
-        rows = [(FIRST_PID + i, f"bench-{i + 1:02d}") for i in range(opts.units)]
+    rows = [(FIRST_PID + i, f"bench-{i + 1:02d}") for i in range(opts.units)]
+    if modes or "scrape" in opts.only:
         progress.phase(f"{len(rows)} units for the alarm workload")
         lab.add_units(rows)
+    if modes:
         workload = plan(opts.alarms, [pid for pid, _ in rows], opts.max_pause, opts.seed)
         intervals = {m: binlog_sweep_interval(opts, workload) if m == "binlog"
                      else MODES[m][1] for m in modes}
@@ -315,6 +320,23 @@ def run(lab: Lab, opts: Options, progress: Progress) -> tuple[dict[str, Any],
     if "storm" in opts.only or "storm_100k" in opts.only:
         progress.phase(f"storm: {opts.storm_units} units (write, reload, start)")
         lab.add_units(storm_rows)
+    if "scrape" in opts.only:
+        progress.phase(f"scrape: reactor run (binlog), {opts.alarms} alarms without and "
+                       f"{opts.alarms} with a /metrics scrape every "
+                       f"{scrape.SCRAPE_INTERVAL * 1000:g} ms, interleaved in blocks")
+        out, scraped = scrape.run_scrape(
+            lab, [pid for pid, _ in rows], opts.alarms, opts.seed, opts.settle,
+            SERVER_IDS["scrape"], progress.counter("alarms", 2 * opts.alarms))
+        results["scrape"] = report.scrape_summary(out, scraped)
+        s = results["scrape"]
+        progress.phase(f"scrape: dispatch p50 without {report.fmt_ms(s['without']['p50'])} ms,"
+                       f" with {report.fmt_ms(s['with']['p50'])} ms (ratio {s['ratio_p50']})")
+        for count, what in ((out["not_cleared"], "alarm(s) not cleared within 10 s"),
+                            (out["unmatched_cycles"], "reactor cycle(s) no alarm accounts for"),
+                            (len(out["scrape_errors"]), "scrape(s) failed")):
+            if count:
+                problems.append(f"scrape: {count} {what}")
+                progress.phase(f"scrape: WARNING {count} {what}")
     if "storm" in opts.only:
         units = [f"{name}.service" for _, name in storm_rows]
         runs, floor_runs = [], []
@@ -340,18 +362,18 @@ def run(lab: Lab, opts: Options, progress: Progress) -> tuple[dict[str, Any],
                                 f"{s['units_not_restarted']} none)")
         results["storm"].update(report.summarize_storm(runs, floor_runs))
     if "detection" in opts.only:
-        rows = storm.detection_rows(opts.detect_rows)
-        lab.add_rows(rows)
-        lo, hi = rows[0][0], rows[-1][0]
+        burst = storm.detection_rows(opts.detect_rows)
+        lab.add_rows(burst)
+        lo, hi = burst[0][0], burst[-1][0]
         runs, floor_runs = [], []
         for n in range(1, opts.rounds + 1):
             progress.phase(f"detection {n}/{opts.rounds}: floor, one UPDATE of "
-                           f"{len(rows)} rows, a bare mysql-replication reader")
+                           f"{len(burst)} rows, a bare mysql-replication reader")
             floor_runs.append(floors.rows_floor(lab, lo, hi, SERVER_IDS["floor"]))
             progress.phase(f"detection {n}/{opts.rounds}: the same UPDATE, reactor watch "
                            f"(floor: last row at {report.fmt_ms(floor_runs[-1]['last_ms'])} ms)")
-            runs.append(storm.run_detection(lab, rows, SERVER_IDS["detection"],
-                                            progress.counter("lines", len(rows))))
+            runs.append(storm.run_detection(lab, burst, SERVER_IDS["detection"],
+                                            progress.counter("lines", len(burst))))
         results["detection"] = report.summarize_detection(runs, floor_runs)
     if "storm_100k" in opts.only:
         ghosts = bigstorm.ghost_rows(opts.big_rows - len(storm_rows))
@@ -370,6 +392,25 @@ def run(lab: Lab, opts: Options, progress: Progress) -> tuple[dict[str, Any],
             problems.append(f"storm_100k: rows handled exactly once {s['rows_handled']} of "
                             f"{s['rows']}, units restarted once {s['units_restarted_once']} "
                             f"of {s['real_units']}")
+    if "alerts" in opts.only:
+        progress.phase(f"alerts: {opts.alarms} failing processes -> webhook (latency), then "
+                       f"{opts.alarms} alarms without sinks and with a dead sink")
+        a = results["alerts"] = alerts.run_alerts(
+            lab, opts.alarms, opts.units, opts.seed, opts.max_pause,
+            progress.counter("alerts", opts.alarms))
+        lat = a["latency"]["latency_ms"]
+        progress.phase(f"alerts: latency p50 {report.fmt_ms(lat['p50'])} ms, p99 "
+                       f"{report.fmt_ms(lat['p99'])} ms; dispatch p50 without sinks "
+                       f"{report.fmt_ms(a['no_sinks']['dispatch_ms']['p50'])} ms, with a dead "
+                       f"sink {report.fmt_ms(a['dead_sink']['dispatch_ms']['p50'])} ms "
+                       f"(ratio {a['dispatch_ratio_p50']})")
+        if a["latency"]["lost"]:
+            problems.append(f"alerts: {a['latency']['lost']} alert(s) did not reach the "
+                            f"webhook within {alerts.ARRIVAL_TIMEOUT:g} s")
+        for name in ("no_sinks", "dead_sink"):
+            if a[name]["not_cleared"]:
+                problems.append(f"alerts ({name}): {a[name]['not_cleared']} alarm(s) not "
+                                "cleared")
     results["machine"].update({
         "load_average_end": [round(x, 2) for x in os.getloadavg()],
         "duration_s": round(time.monotonic() - progress.started, 1),

@@ -86,7 +86,10 @@ class Lab:
     # ------------------------------------------------------------------ reactor
 
     def write_config(self, name: str, *, mode: str, check_interval: float, server_id: int,
-                     settle: float, max_concurrent: int = 32, max_attempts: int = 2) -> Path:
+                     settle: float, max_concurrent: int = 32, max_attempts: int = 2,
+                     listen: str = "", extra: dict[str, dict[str, object]] | None = None) -> Path:
+        """A reactor config for the lab; `listen` is its [metrics] listen (default: no
+        listener); `extra` adds sections or keys ([alert.NAME] ...)."""
         path = self.base / f"{name}.ini"
         sections: dict[str, dict[str, object]] = {
             "database": {**self.database, "server_id": server_id},
@@ -95,9 +98,12 @@ class Lab:
                         "max_concurrent_restarts": max_concurrent},
             "systemd": {"bus": self.sandbox.address},
             "logging": {"level": "INFO", "log_file": ""},
+            "metrics": {"listen": listen},
             "process.default": {"settle_time": settle, "health_check_timeout": 5,
                                 "restart_delay": 0.5, "max_attempts": max_attempts},
         }
+        for section, values in (extra or {}).items():
+            sections.setdefault(section, {}).update(values)
         client.write_config(path, sections)
         return path
 

@@ -43,6 +43,7 @@ def write_config(path: Path, db: MariaDB, sbx: SystemdSandbox, database: dict[st
                     "state_file": path.parent / "state.json", "denied_units": "reactor.service"},
         "systemd": {"bus": sbx.address},
         "logging": {"log_file": path.parent / "reactor.log"},
+        "metrics": {"listen": ""},  # the machine's port 9464 may be taken
         "process.default": {"settle_time": settle, "health_check_timeout": 5},
     })
 

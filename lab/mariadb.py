@@ -52,6 +52,9 @@ class MariaDB:
                  extra_args: tuple[str, ...] = ()) -> None:
         self.dir = Path(base)
         self.datadir = self.dir / "data"
+        # its own temporary files (temporary tables, sorts) stay in its own directory: the
+        # machine's /tmp is shared with whatever else runs there
+        self.tmpdir = self.dir / "tmp"
         self.socket = str(self.dir / "mysqld.sock")
         self.port = port or free_port()
         self.binlog_args = binlog_args
@@ -65,7 +68,9 @@ class MariaDB:
         self.dir.mkdir(parents=True, exist_ok=True)
         if (self.datadir / "mysql").is_dir():
             return
+        self.tmpdir.mkdir(parents=True, exist_ok=True)
         cmd = [_binary("mariadb-install-db"), "--no-defaults", f"--datadir={self.datadir}",
+               f"--tmpdir={self.tmpdir}",
                "--auth-root-authentication-method=normal", "--skip-test-db"]
         if os.geteuid() == 0:
             cmd.append("--user=root")
@@ -75,9 +80,11 @@ class MariaDB:
 
     def start(self, timeout: float = 30.0) -> MariaDB:
         self.install()
+        self.tmpdir.mkdir(parents=True, exist_ok=True)
         cmd = [
             _binary("mariadbd"), "--no-defaults", f"--datadir={self.datadir}",
             f"--socket={self.socket}", f"--port={self.port}", "--bind-address=127.0.0.1",
+            f"--tmpdir={self.tmpdir}",
             f"--pid-file={self.dir / 'mariadb.pid'}", "--server-id=1",
             "--innodb-buffer-pool-size=64M", "--max-connections=500",
             *self.binlog_args, *self.extra_args,

@@ -1,9 +1,10 @@
 """config.ini -> Config, parsed once at start-up into frozen dataclasses.
 
 The file keeps the format of the bash tool it replaces (`[database]`, `[monitor]`,
-`[logging]`, `[process.NAME]`, `[process.default]`) plus the keys the reactor needs. Every
-key is declared once in `KEYS`, with its parser and default; the man page reactor.ini.5
-documents the same table (a test keeps them in step).
+`[logging]`, `[process.NAME]`, `[process.default]`) plus the keys the reactor needs
+(`[systemd]`, and `[alerts]` with one `[alert.NAME]` section per alert sink). Every key is
+declared once in `KEYS`, with its parser and default; the man page reactor.ini.5 documents
+the same table (a test keeps them in step).
 
 Error handling: `load_config` collects every problem in the file and raises one
 `ConfigError` whose `.problems` has one line per problem, each naming `[section] key`.
@@ -14,7 +15,10 @@ from __future__ import annotations
 
 import configparser
 import fnmatch
+import ipaddress
+import math
 import os
+import re
 import shlex
 import stat
 import sys
@@ -22,9 +26,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from reactor.errors import ConfigError
+from reactor.text import has_control, one_line
 
 DEFAULT_CONFIG_PATH = "/etc/reactor/config.ini"
 # Units reactor never acts on, whatever [monitor] allowed_units and denied_units say:
@@ -53,8 +58,22 @@ DEFAULT_DENIED_UNITS = (
     "mysqld*.service",
 )
 MODES = ("auto", "binlog", "poll")
+VALUE_MAX = 4096  # characters in one value: more is a mistake (shlex takes seconds on 1 MB)
+RESTART_DELAY_MAX = 3600.0  # seconds: restart_delay, and how far restart_backoff grows it
 STRATEGIES = ("auto", "service", "process")
 LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
+SINK_TYPES = ("alertmanager", "webhook", "dingtalk", "smtp")
+HTTP_SINKS = ("alertmanager", "webhook", "dingtalk")
+SEVERITIES = ("critical", "major", "warning", "info")  # most severe first
+SMTP_TLS = ("starttls", "implicit", "none")
+SMTP_PORTS = {"starttls": 587, "implicit": 465, "none": 25}
+# keys of [alert.NAME] that only some sink types take; every other key applies to all
+SINK_ONLY: dict[str, tuple[str, ...]] = {
+    "url": HTTP_SINKS, "secret": ("dingtalk",),
+    **{k: ("smtp",) for k in ("host", "port", "tls", "user", "password", "from", "to")},
+}
+# an alert sink's name becomes a directory name (its spool): nothing that could leave it
+SINK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 def builtin_denied(unit: str) -> bool:
@@ -65,39 +84,37 @@ def builtin_denied(unit: str) -> bool:
 # Each takes the raw string and returns the value or raises ValueError with a reason.
 
 
-def _integer(minimum: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
+def _figure(x: float) -> str:
+    """A bound as written in messages and the man page: 3600, 0.1, 4294967295."""
+    return str(int(x)) if float(x).is_integer() else repr(float(x))
+
+
+@dataclass(frozen=True)
+class Number:
+    """The parser of a number from `low` to `high`, both included: every value it accepts
+    is one the reactor can run with (no timeout too large for a socket or a timer, no
+    interval too small to be one)."""
+
+    low: float
+    high: float
+    whole: bool = False  # a whole number (a count, a port)
+    unit: str = ""  # "seconds", "KB": how the range reads
+
+    def describe(self) -> str:
+        """`from 0.1 to 3600 seconds`: the wording of the messages and of reactor.ini(5)."""
+        return f"from {_figure(self.low)} to {_figure(self.high)}" + (
+            f" {self.unit}" if self.unit else "")
+
+    def __call__(self, raw: str) -> float:
+        text = raw.strip()
         try:
-            value = int(raw)
+            value: float = int(text) if self.whole else float(text)
         except ValueError:
-            raise ValueError(f"must be a whole number, got {raw!r}") from None
-        if value < minimum:
-            raise ValueError(f"must be >= {minimum}, got {value}")
+            kind = "a whole number" if self.whole else "a number"
+            raise ValueError(f"must be {kind} {self.describe()}, got {raw!r}") from None
+        if not (math.isfinite(value) and self.low <= value <= self.high):
+            raise ValueError(f"must be {self.describe()}, got {text}")
         return value
-
-    return parse
-
-
-def _seconds(minimum: float, *, allow_equal: bool = True,
-             least: float = 0.0) -> Callable[[str], float]:
-    """Seconds, at or above `minimum` (above it when not allow_equal), and at least `least`
-    (a sensible floor: 1e-300 is above 0, but no interval)."""
-
-    def parse(raw: str) -> float:
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ValueError(f"must be a number of seconds, got {raw!r}") from None
-        if value != value or value in (float("inf"), float("-inf")):
-            raise ValueError(f"must be a finite number, got {raw!r}")
-        if value < minimum or (not allow_equal and value == minimum):
-            op = ">=" if allow_equal else ">"
-            raise ValueError(f"must be {op} {minimum:g}, got {raw.strip()}")
-        if value < least:
-            raise ValueError(f"must be at least {least:g} s, got {raw.strip()}")
-        return value
-
-    return parse
 
 
 def _choice(choices: tuple[str, ...], *, upper: bool = False) -> Callable[[str], str]:
@@ -136,6 +153,11 @@ def _command(raw: str) -> tuple[str, ...]:
         argv = tuple(shlex.split(raw))
     except ValueError as exc:
         raise ValueError(f"cannot split into words: {exc}") from None
+    for word in argv:  # it may span lines, but no word may hold a control character
+        bad = has_control(word)
+        if bad:
+            raise ValueError(f"the word {one_line(word, 40)} holds a control character "
+                             f"({one_line(bad.group())})")
     return argv
 
 
@@ -152,6 +174,48 @@ def _hostport(raw: str) -> tuple[str, int] | None:
     if not 0 < number < 65536:
         raise ValueError(f"port must be 1-65535, got {number}")
     return host.strip("[]"), number
+
+
+def _listen(raw: str) -> tuple[str, int] | None:
+    """host:port to listen on ([::1]:9464 for IPv6); empty = off. Port 0 is refused: the
+    scraper must know where to look."""
+    if not raw.strip():
+        return None
+    value = raw.strip()
+    host, sep, port = value.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"must be host:port (127.0.0.1:9464, [::1]:9464), or empty, got {raw!r}")
+    if host.startswith("["):
+        if not host.endswith("]"):
+            raise ValueError(f"an IPv6 address goes in brackets: [::1]:9464, got {raw!r}")
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"an IPv6 address goes in brackets: [::1]:9464, got {raw!r}")
+    try:
+        number = int(port)
+    except ValueError:
+        raise ValueError(f"port must be a number, got {port!r}") from None
+    if not 0 < number < 65536:
+        raise ValueError(f"port must be 1-65535, got {number}")
+    return host, number
+
+
+def is_loopback(host: str) -> bool:
+    """localhost, 127.0.0.0/8 or ::1: reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any address
+
+
+def _textfile(raw: str) -> str:
+    value = raw.strip()
+    if value and not value.endswith(".prom"):
+        raise ValueError("must end in .prom (node_exporter's textfile collector reads only "
+                         f"*.prom files), got {raw!r}")
+    return value
 
 
 def _url(raw: str) -> str:
@@ -198,6 +262,27 @@ def _readable_file(raw: str) -> str:
     return value
 
 
+def _optional_port(raw: str) -> int | None:
+    return int(Number(1, 65535, whole=True)(raw)) if raw.strip() else None
+
+
+def _addresses(raw: str) -> tuple[str, ...]:
+    """Mail addresses separated by commas or spaces; each must look like user@domain."""
+    parts = tuple(part for part in raw.replace(",", " ").split() if part)
+    for part in parts:
+        local, at, domain = part.rpartition("@")
+        if not at or not local or not domain or "<" in part or ">" in part:
+            raise ValueError(f"must be mail addresses (user@domain), got {part!r}")
+    return parts
+
+
+def _address(raw: str) -> str:
+    found = _addresses(raw)
+    if len(found) > 1:
+        raise ValueError(f"must be one mail address, got {raw.strip()!r}")
+    return found[0] if found else ""
+
+
 def _boolean(raw: str) -> bool:
     value = raw.strip().lower()
     if value in ("yes", "true", "on", "1"):
@@ -207,26 +292,12 @@ def _boolean(raw: str) -> bool:
     raise ValueError(f"must be yes or no, got {raw!r}")
 
 
-def _port(raw: str) -> int:
-    value = _integer(1)(raw)
-    if value > 65535:
-        raise ValueError(f"must be 1-65535, got {value}")
-    return value
-
-
-def _server_id(raw: str) -> int:
-    value = _integer(1)(raw)
-    if value > 2**32 - 1:
-        raise ValueError(f"must be 1-{2**32 - 1}, got {value}")
-    return value
-
-
 # ---------------------------------------------------------------- the key table
 
 
 @dataclass(frozen=True)
 class Key:
-    section: str  # "database", "monitor", "systemd", "logging" or "process"
+    section: str  # "database", "monitor", "systemd", "logging", "metrics" or "process"
     name: str
     parse: Callable[[str], Any]
     default: str  # as it would be written in the file; "" = empty
@@ -235,14 +306,15 @@ class Key:
 
 KEYS: tuple[Key, ...] = (
     Key("database", "host", _required_text, "localhost", "database server host name or address"),
-    Key("database", "port", _port, "3306", "database server TCP port"),
+    Key("database", "port", Number(1, 65535, whole=True), "3306", "database server TCP port"),
     Key("database", "socket", _text, "", "Unix socket path; when set, used instead of host/port"),
     Key("database", "user", _required_text, "", "account the reactor logs in as (required)"),
     Key("database", "password", _password, "", "that account's password"),
     Key("database", "database", _required_text, "v_process_monitor", "schema holding the tables"),
-    Key("database", "server_id", _server_id, "4242",
+    Key("database", "server_id", Number(1, 2**32 - 1, whole=True), "4242",
         "binlog replica id; unique among every replica and binlog reader of the server"),
-    Key("database", "connect_timeout", _seconds(0.1), "5", "seconds to wait for a connection"),
+    Key("database", "connect_timeout", Number(0.1, 3600, unit="seconds"), "5",
+        "seconds to wait for a connection"),
     Key("database", "ssl_ca", _readable_file, "",
         "CA certificate file (PEM): when set, TLS is required and the server's certificate "
         "is verified against it"),
@@ -251,16 +323,16 @@ KEYS: tuple[Key, ...] = (
     Key("database", "ssl_key", _readable_file, "", "the client certificate's key file (PEM)"),
     Key("database", "ssl_verify_identity", _boolean, "yes",
         "with ssl_ca: the server's certificate must name `host`"),
-    Key("database", "heartbeat", _seconds(0.1), "1",
+    Key("database", "heartbeat", Number(0.1, 3600, unit="seconds"), "1",
         "seconds between server heartbeats on the binlog stream; a silent stream is declared "
         "dead after 2.5 heartbeats"),
     Key("monitor", "mode", _choice(MODES), "auto",
         "auto: binlog when the server allows it, else poll; binlog: binlog or refuse; poll"),
-    Key("monitor", "check_interval", _seconds(0, allow_equal=False, least=0.01), "300",
+    Key("monitor", "check_interval", Number(0.01, 86400, unit="seconds"), "300",
         "seconds between polls (poll mode) or reconciliation sweeps (binlog mode)"),
-    Key("monitor", "max_restart_failures", _integer(1), "3",
+    Key("monitor", "max_restart_failures", Number(1, 1000, whole=True), "3",
         "failed cycles in a row that open a process's circuit breaker"),
-    Key("monitor", "circuit_reset_time", _seconds(0), "1800",
+    Key("monitor", "circuit_reset_time", Number(0, 604800, unit="seconds"), "1800",
         "seconds an open breaker waits before one trial cycle"),
     Key("monitor", "state_file", _required_text, "/var/lib/reactor/state.json",
         "binlog checkpoint and breaker state"),
@@ -269,21 +341,69 @@ KEYS: tuple[Key, ...] = (
     Key("monitor", "denied_units", _globs, " ".join(DEFAULT_DENIED_UNITS),
         "glob patterns of units the reactor never acts on, besides its built-in list; "
         "wins over allowed_units"),
-    Key("monitor", "max_concurrent_restarts", _integer(1), "32",
+    Key("monitor", "max_concurrent_restarts", Number(1, 1024, whole=True), "32",
         "restarts in progress at once, over all processes"),
-    Key("monitor", "shutdown_timeout", _seconds(0), "20",
+    Key("monitor", "shutdown_timeout", Number(0, 3600, unit="seconds"), "20",
         "seconds a stop waits for in-flight cycles before cancelling them"),
     Key("systemd", "bus", _bus, "system",
         "system, user (the session bus of DBUS_SESSION_BUS_ADDRESS) or a D-Bus address"),
-    Key("systemd", "call_timeout", _seconds(0, allow_equal=False), "5",
+    Key("systemd", "call_timeout", Number(0.1, 600, unit="seconds"), "5",
         "seconds to wait for any one D-Bus call"),
-    Key("systemd", "job_timeout", _seconds(0, allow_equal=False), "90",
+    Key("systemd", "job_timeout", Number(0.1, 86400, unit="seconds"), "90",
         "seconds to wait for a restart or start job before the kill fallback"),
     Key("logging", "level", _choice(LEVELS, upper=True), "INFO", "least severe level logged"),
     Key("logging", "log_file", _text, "/var/log/reactor/reactor.log",
         "log file; empty = stderr only"),
-    Key("logging", "max_log_size", _integer(1), "5120", "KB before the log file is rotated"),
-    Key("logging", "log_files_to_keep", _integer(1), "5", "rotated log files kept"),
+    Key("logging", "max_log_size", Number(1, 10 * 1024 * 1024, whole=True, unit="KB"), "5120",
+        "KB before the log file is rotated"),
+    Key("logging", "log_files_to_keep", Number(1, 1000, whole=True), "5", "rotated log files kept"),
+    Key("metrics", "listen", _listen, "127.0.0.1:9464",
+        "host:port of the HTTP listener for /metrics, /status.json and /healthz; empty = off"),
+    Key("metrics", "allow_remote", _boolean, "no",
+        "yes: listen may name an address other machines can reach (read-only data, no "
+        "authentication)"),
+    Key("metrics", "textfile", _textfile, "",
+        "*.prom file the metrics are written to for node_exporter's textfile collector; "
+        "empty = off"),
+    Key("metrics", "textfile_interval", Number(0.1, 86400, unit="seconds"), "15",
+        "seconds between writes of the textfile"),
+    Key("alerts", "cooldown", Number(0, 604800, unit="seconds"), "3600",
+        "seconds during which the same event for the same process is not alerted again"),
+    Key("alerts", "group_wait", Number(0, 3600, unit="seconds"), "5",
+        "seconds alerts are collected before they go out, as one message per sink"),
+    Key("alerts", "unreachable_after", Number(0, 86400, unit="seconds"), "60",
+        "seconds the database, the bus or the binlog stream must stay unreachable before "
+        "a critical alert"),
+    Key("alerts", "timeout", Number(0.1, 600, unit="seconds"), "10",
+        "seconds one delivery attempt may take"),
+    Key("alerts", "retry_delay", Number(0.01, 3600, unit="seconds"), "1",
+        "seconds before the first retry of a failed delivery; doubled after each failure"),
+    Key("alerts", "retry_max_delay", Number(0.01, 86400, unit="seconds"), "60",
+        "the longest wait between two delivery attempts"),
+    Key("alerts", "max_age", Number(1, 2592000, unit="seconds"), "86400",
+        "seconds an undelivered message is kept (on disk, across restarts) before it is "
+        "dropped with an ERROR"),
+    Key("alerts", "max_queued", Number(1, 1000000, whole=True), "1000",
+        "undelivered messages kept per sink; beyond that the oldest is dropped with an ERROR"),
+    Key("alert", "type", _choice(SINK_TYPES), "",
+        "alertmanager, webhook, dingtalk or smtp (required)"),
+    Key("alert", "min_severity", _choice(SEVERITIES), "warning",
+        "the least severe alert this sink gets: critical, major, warning or info"),
+    Key("alert", "url", _url, "",
+        "alertmanager: its base URL; webhook, dingtalk: the URL to POST to"),
+    Key("alert", "secret", _password, "", "dingtalk: the robot's signing secret"),
+    Key("alert", "ca_file", _readable_file, "",
+        "CA certificate file (PEM) the sink's TLS certificate is verified against; empty: "
+        "the system's CAs"),
+    Key("alert", "host", _text, "", "smtp: the mail server (required)"),
+    Key("alert", "port", _optional_port, "",
+        "smtp: the server's port; empty: 587 (starttls), 465 (implicit) or 25 (none)"),
+    Key("alert", "tls", _choice(SMTP_TLS), "starttls",
+        "smtp: starttls, implicit (TLS from the first byte) or none"),
+    Key("alert", "user", _text, "", "smtp: the account to log in as (AUTH); empty: no login"),
+    Key("alert", "password", _password, "", "smtp: that account's password"),
+    Key("alert", "from", _address, "", "smtp: the sender address; empty: reactor@HOST"),
+    Key("alert", "to", _addresses, "", "smtp: the recipients, separated by commas (required)"),
     Key("process", "unit", _text, "", "systemd unit; default NAME if it has a unit suffix, "
         "else NAME.service"),
     Key("process", "restart_strategy", _choice(STRATEGIES), "auto",
@@ -294,23 +414,25 @@ KEYS: tuple[Key, ...] = (
         "exit 0 = healthy (%s = process name); empty = unit/process state"),
     Key("process", "health_check_tcp", _hostport, "", "host:port that must accept a connection"),
     Key("process", "health_check_url", _url, "", "URL that must answer with health_check_status"),
-    Key("process", "health_check_status", _integer(100), "200", "expected HTTP status"),
-    Key("process", "health_check_timeout", _seconds(0, allow_equal=False), "5",
+    Key("process", "health_check_status", Number(100, 599, whole=True), "200",
+        "expected HTTP status"),
+    Key("process", "health_check_timeout", Number(0.01, 86400, unit="seconds"), "5",
         "seconds the health check is retried before the attempt counts as failed"),
-    Key("process", "settle_time", _seconds(0), "1",
+    Key("process", "settle_time", Number(0, 3600, unit="seconds"), "1",
         "seconds a unit must stay active to count as healthy"),
-    Key("process", "restart_delay", _seconds(0), "2", "seconds between attempts in one cycle"),
-    Key("process", "restart_backoff", _seconds(1), "1",
+    Key("process", "restart_delay", Number(0, RESTART_DELAY_MAX, unit="seconds"), "2",
+        "seconds between attempts in one cycle"),
+    Key("process", "restart_backoff", Number(1, 10), "1",
         "factor applied to restart_delay after each attempt (2 = exponential)"),
-    Key("process", "max_attempts", _integer(1), "2", "restart attempts per cycle"),
+    Key("process", "max_attempts", Number(1, 100, whole=True), "2", "restart attempts per cycle"),
     Key("process", "start_command", _command, "",
         "process strategy: command that starts the program again (%s = process name)"),
-    Key("process", "stop_timeout", _seconds(0), "5",
+    Key("process", "stop_timeout", Number(0, 3600, unit="seconds"), "5",
         "process strategy: seconds between SIGTERM and SIGKILL"),
-    Key("process", "command_timeout", _seconds(0, allow_equal=False), "30",
+    Key("process", "command_timeout", Number(0.01, 86400, unit="seconds"), "30",
         "seconds before a pre_restart or health_check command is killed"),
 )
-SECTIONS = ("database", "monitor", "systemd", "logging")
+SECTIONS = ("database", "monitor", "systemd", "logging", "metrics", "alerts")
 
 
 def keys_of(section: str) -> dict[str, Key]:
@@ -392,6 +514,18 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    listen: tuple[str, int] | None  # None: no HTTP listener
+    allow_remote: bool
+    textfile: str  # "": no textfile
+    textfile_interval: float
+
+    @property
+    def enabled(self) -> bool:
+        return self.listen is not None or bool(self.textfile)
+
+
+@dataclass(frozen=True)
 class ProcessConfig:
     unit: str
     restart_strategy: str
@@ -410,6 +544,57 @@ class ProcessConfig:
     command_timeout: float
 
 
+@dataclass(frozen=True)
+class SinkConfig:
+    """One `[alert.NAME]` section: where alerts go, and the least severe that goes there."""
+
+    name: str
+    type: str
+    min_severity: str
+    url: str = field(repr=False)  # may hold a token (DingTalk's access_token)
+    secret: str = field(repr=False)
+    ca_file: str
+    host: str
+    port: int
+    tls: str
+    user: str
+    password: str = field(repr=False)
+    sender: str  # the `from` key
+    to: tuple[str, ...]
+
+    def secrets(self) -> list[str]:
+        """What must never appear in a log line: password, secret, the URL's password and
+        the values of its query (tokens such as DingTalk's access_token)."""
+        found = [self.password, self.secret]
+        if self.url:
+            parts = urlsplit(self.url)
+            found.append(parts.password or "")
+            # a token is long; "?v=2" is not a secret (and too short to redact)
+            found += [value for _, value in parse_qsl(parts.query) if len(value) >= 8]
+        return [s for s in found if s]
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    cooldown: float
+    group_wait: float
+    unreachable_after: float
+    timeout: float
+    retry_delay: float
+    retry_max_delay: float
+    max_age: float
+    max_queued: int
+    sinks: tuple[SinkConfig, ...] = ()
+
+    @property
+    def longest_retry_delay(self) -> float:
+        """retry_max_delay, or retry_delay when that is longer (the first wait is never cut)."""
+        return max(self.retry_delay, self.retry_max_delay)
+
+    def secrets(self) -> list[str]:
+        return [s for sink in self.sinks for s in sink.secrets()]
+
+
 UNIT_SUFFIXES = (
     ".service", ".socket", ".target", ".device", ".mount", ".automount", ".swap",
     ".path", ".timer", ".slice", ".scope",
@@ -425,6 +610,14 @@ class Config:
     logging: LoggingConfig
     process_default: ProcessConfig
     processes: dict[str, ProcessConfig] = field(default_factory=dict)
+    metrics: MetricsConfig = field(default_factory=lambda: MetricsConfig(
+        ("127.0.0.1", 9464), False, "", 15.0))
+    alerts: AlertsConfig = field(default_factory=lambda: AlertsConfig(**_defaults(
+        keys_of("alerts"))))
+
+    def secrets(self) -> list[str]:
+        """Every secret of the file, for the log redactor."""
+        return [s for s in (self.database.password, *self.alerts.secrets()) if s]
 
     def for_process(self, name: str) -> ProcessConfig:
         """The settings for a process: its own section, else [process.default]."""
@@ -462,11 +655,54 @@ def _parse_section(
         if key is None:
             problems.append(f"[{label}] {name}: unknown key")
             continue
+        bad = _unusable(text, key)
+        if bad:
+            problems.append(f"[{label}] {name}: {bad}")
+            continue
         try:
             values[name] = key.parse(text)
         except ValueError as exc:
             problems.append(f"[{label}] {name}: {exc}")
     return values
+
+
+def _unusable(text: str, key: Key) -> str | None:
+    """What makes a raw value unusable whatever its key: its length, a control character
+    (a NUL cannot even reach exec or open). A command may span lines; its words are
+    checked once split."""
+    if len(text) > VALUE_MAX:
+        return f"must be at most {VALUE_MAX} characters, got {len(text)}"
+    if key.parse is _command:
+        return None
+    bad = has_control(text)
+    if bad is None:
+        return None
+    if bad.group() == "\n":
+        return "must be one line (an indented line continues the value above it)"
+    return f"must not hold a control character, got {one_line(bad.group())} at " \
+           f"character {bad.start() + 1}"
+
+
+# why the process strategy is chosen per program, never for every process
+_BY_NAME_ONLY_PER_PROGRAM = (
+    "the process strategy signals every process of a name, and [process.default] applies "
+    "to any name a database writer can insert: set it in the [process.NAME] section of each "
+    "program that is not a unit")
+
+
+def _default_problems(values: dict[str, Any]) -> list[str]:
+    """What [process.default] may not set: a unit, and the process strategy (start_command,
+    restart_strategy = process), which is opt-in per program."""
+    problems = []
+    if values.get("unit"):
+        problems.append("[process.default] unit: cannot be set for every process")
+    if values.get("start_command"):
+        problems.append(f"[process.default] start_command: not allowed here: "
+                        f"{_BY_NAME_ONLY_PER_PROGRAM}")
+    if values.get("restart_strategy") == "process":
+        problems.append(f"[process.default] restart_strategy: process is not allowed here: "
+                        f"{_BY_NAME_ONLY_PER_PROGRAM}")
+    return problems
 
 
 def _defaults(keys: dict[str, Key]) -> dict[str, Any]:
@@ -570,24 +806,36 @@ def parse_config(text: str, path: str = "<string>") -> Config:
         default_values = _parse_section(
             parser["process.default"], process_keys, "process.default", default_values, problems
         )
-        if default_values.get("unit"):
-            problems.append("[process.default] unit: cannot be set for every process")
+        problems.extend(_default_problems(default_values))
     process_values: dict[str, dict[str, Any]] = {}
+    sinks: list[SinkConfig] = []
     for section in parser.sections():
         if section in SECTIONS or section == "process.default":
             continue
+        if section.startswith("alert."):
+            sink = _parse_sink(section, parser[section], problems)
+            if sink is not None:
+                sinks.append(sink)
+            continue
         if not section.startswith("process.") or section == "process.":
-            problems.append(f"[{section}]: unknown section")
+            problems.append(f"[{one_line(section)}]: unknown section")
             continue
         name = section[len("process."):]
-        process_values[name] = _parse_section(
+        if has_control(name):
+            problems.append(f"[{one_line(section)}]: a process name holds no control character")
+            continue
+        process_values[name] = values = _parse_section(
             parser[section], process_keys, section, default_values, problems
         )
-
-    for label, values in [("process.default", default_values), *(
-        (f"process.{n}", v) for n, v in process_values.items())]:
         if values.get("restart_strategy") == "process" and not values.get("start_command"):
-            problems.append(f"[{label}] start_command: required when restart_strategy = process")
+            problems.append(f"[{section}] start_command: required when restart_strategy = process")
+
+    metrics = parsed["metrics"]
+    listen = metrics.get("listen")
+    if listen is not None and not metrics.get("allow_remote") and not is_loopback(listen[0]):
+        problems.append(f"[metrics] listen: {listen[0]} is not a loopback address; anyone who "
+                        "can reach it reads the metrics and status (no secrets, no "
+                        "authentication): set [metrics] allow_remote = yes to allow it")
 
     if problems:
         raise ConfigError(problems)
@@ -599,6 +847,52 @@ def parse_config(text: str, path: str = "<string>") -> Config:
         logging=LoggingConfig(**parsed["logging"]),
         process_default=ProcessConfig(**default_values),
         processes={n: ProcessConfig(**v) for n, v in process_values.items()},
+        metrics=MetricsConfig(**metrics),
+        alerts=AlertsConfig(**parsed["alerts"], sinks=tuple(sinks)),
+    )
+
+
+def _parse_sink(section: str, raw: configparser.SectionProxy,
+                problems: list[str]) -> SinkConfig | None:
+    """One [alert.NAME] section; None (with problems) when it is unusable."""
+    name = section[len("alert."):]
+    if not SINK_NAME.fullmatch(name):
+        problems.append(f"[{section}]: the name after 'alert.' must be 1-64 letters, digits, "
+                        "'_', '.' or '-' (it names the sink's spool directory)")
+        return None
+    before = len(problems)
+    values = _parse_section(raw, keys_of("alert"), section, _defaults(keys_of("alert")),
+                            problems)
+    kind = values.get("type")
+    if "type" not in raw:
+        problems.append(f"[{section}] type: missing key (alertmanager, webhook, dingtalk or "
+                        "smtp)")
+    if kind:
+        for key, types in SINK_ONLY.items():
+            if key in raw and kind not in types:
+                problems.append(f"[{section}] {key}: not used by type = {kind} (only by "
+                                f"{', '.join(types)})")
+        required = ("url",) if kind in HTTP_SINKS else ("host", "to")
+        for key in required:
+            reported = any(p.startswith(f"[{section}] {key}:") for p in problems[before:])
+            if not values.get(key) and not reported:
+                problems.append(f"[{section}] {key}: required for type = {kind}")
+    if kind == "smtp":
+        if values.get("password") and not values.get("user"):
+            problems.append(f"[{section}] user: required with password")
+        if values.get("user") and not values.get("password"):
+            problems.append(f"[{section}] password: required with user")
+        if values.get("password") and values.get("tls") == "none":
+            problems.append(f"[{section}] password: never sent without TLS; set tls = "
+                            "starttls or implicit")
+    if len(problems) > before or not isinstance(kind, str):
+        return None
+    tls = values["tls"]
+    return SinkConfig(
+        name=name, type=kind, min_severity=values["min_severity"], url=values["url"],
+        secret=values["secret"], ca_file=values["ca_file"], host=values["host"],
+        port=values["port"] or (SMTP_PORTS[tls] if kind == "smtp" else 0), tls=tls,
+        user=values["user"], password=values["password"], sender=values["from"], to=values["to"],
     )
 
 
@@ -614,8 +908,11 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 
 
 def permission_warnings(path: str | os.PathLike[str], config: Config) -> list[str]:
-    """Warnings about a config file that holds a password others can read."""
-    if not config.database.password:
+    """Warnings about a config file that holds a password (or a sink's secret) others can
+    read."""
+    held = (["[database] password"] if config.database.password else []) + [
+        f"[alert.{s.name}] credentials" for s in config.alerts.sinks if s.secrets()]
+    if not held:
         return []
     try:
         mode = os.stat(path).st_mode
@@ -623,7 +920,7 @@ def permission_warnings(path: str | os.PathLike[str], config: Config) -> list[st
         return []
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         return [
-            f"{path}: holds [database] password but its mode is {stat.S_IMODE(mode):04o}; "
+            f"{path}: holds {', '.join(held)} but its mode is {stat.S_IMODE(mode):04o}; "
             f"run chmod 600 {path}"
         ]
     return []

@@ -1,11 +1,13 @@
 """`reactor run`: who owns what, start-up order, readiness, and an orderly stop.
 
     start:    config -> logging -> state file -> database check (mode) -> D-Bus
-    run:      one TaskGroup owns the pipeline, the audit writer, the sources (monitor)
-              and the heartbeat (watchdog pings + STATUS=); READY=1 once the first sweep
-              after the source connected is done and the bus is connected
+    run:      one TaskGroup owns the pipeline, the alerts, the audit writer, the sources
+              (monitor), the heartbeat (watchdog pings + STATUS=) and, with [metrics], the
+              listener and textfile writer (bound before READY); READY=1 once the first
+              sweep after the source connected is done and the bus is connected
     stop:     SIGTERM/SIGINT -> stop intake (the source's last boundary becomes the
-              checkpoint) -> drain in-flight cycles (shutdown_timeout) -> flush audit rows
+              checkpoint) -> drain in-flight cycles (shutdown_timeout) -> send grouped
+              alerts (a short drain; the rest stays in the spool) -> flush audit rows
               -> close bus and database -> write the state file
 
 Lifecycle lines are fixed strings (tests and operators grep for them):
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator
 
@@ -25,8 +28,11 @@ from loguru import logger
 from reactor import __version__
 from reactor.actions.pipeline import Pipeline
 from reactor.actions.systemd import Systemd
+from reactor.alerts.dispatcher import build_alerts
 from reactor.config import Config
 from reactor.events import Alarm, Observers, Source
+from reactor.metrics.service import MetricsService
+from reactor.metrics.snapshot import CycleSnapshot, Snapshot, SourceSnapshot
 from reactor.notify import Notifier
 from reactor.sources.intake import Intake
 from reactor.sources.monitor import Monitor
@@ -48,6 +54,10 @@ class Daemon:
         self.systemd = Systemd(config.systemd, self.observers)
         self.store = Store(self.database)
         self.observers.add(self.store)
+        # alerts (when a sink is configured) hear the same steps and notices
+        self.alerts = build_alerts(config, self.state, self.observers)
+        if self.alerts is not None:
+            self.observers.add(self.alerts)
         self.intake = Intake(self._submit, self.database, verify_replay=True)
         self.pipeline = Pipeline(
             config, self.systemd, self.store, self.state,
@@ -57,6 +67,14 @@ class Daemon:
         self.monitor = Monitor(config, self.database, self.state, self.intake,
                                self.observers)
         self._stop = asyncio.Event()
+        self.started_at = time.time()
+        # [metrics]: counters from the steps, /metrics /status.json /healthz, textfile
+        self.metrics: MetricsService | None = None
+        if config.metrics.enabled:
+            self.metrics = MetricsService(config, self)
+            self.observers.add(self.metrics.metrics)
+            if self.alerts is not None:
+                self.metrics.metrics.watch_alerts(self.alerts)
 
     def _submit(self, alarm: Alarm) -> None:
         self.pipeline.submit(alarm)
@@ -71,6 +89,34 @@ class Daemon:
                 f"restarted={c.restarted} failed={c.failed} refused={c.refused} "
                 f"coalesced={c.coalesced} in_flight={self.pipeline.in_flight}")
 
+    def snapshot(self) -> Snapshot:
+        """The daemon's state now, read-only, for metrics, /status.json and /healthz."""
+        b = self.monitor.binlog
+        c = self.pipeline.counters
+        return Snapshot(
+            version=__version__, pid=os.getpid(), configured_mode=self.config.monitor.mode,
+            started_at=self.started_at, ready=self.monitor.ready.is_set(),
+            source=SourceSnapshot(
+                mode=self.monitor.mode,
+                connected=None if b is None else b.connected,
+                position=str(b.position) if b is not None and b.position else None,
+                seconds_behind_source=None if b is None else b.seconds_behind,
+                seconds_since_last_event=time.monotonic() - b.last_event_at
+                if b is not None and b.last_event_at else None,
+                reconnects=0 if b is None else b.reconnects,
+                transactions=0 if b is None else b.transactions,
+                sweeps=self.monitor.sweeps, sweep_seconds=self.monitor.sweep_seconds,
+                last_sweep_at=self.monitor.last_sweep_at),
+            bus_connected=self.systemd.connected,
+            conditions={k.value: n.detail for k, n in self.observers.active.items()},
+            in_flight=tuple(CycleSnapshot(a.process_id, a.process_name, a.source.value,
+                                          a.detected_at, issued)
+                            for a, issued in self.pipeline.cycles_in_flight()),
+            breakers=dict(self.pipeline.breakers), names=dict(self.intake.names),
+            counters={"alarms": self.intake.delivered, "cycles": c.cycles,
+                      "restarted": c.restarted, "failed": c.failed, "refused": c.refused,
+                      "skipped": c.skipped, "coalesced": c.coalesced})
+
     @contextlib.asynccontextmanager
     async def _opened(self, doing: str, *,
                       check_server: bool) -> AsyncIterator[asyncio.TaskGroup]:
@@ -84,10 +130,15 @@ class Daemon:
             await self.systemd.connect()
             async with asyncio.TaskGroup() as tg:
                 cycles = tg.create_task(self.pipeline.run(), name="pipeline")
+                alerts = self.alerts
+                alerting = tg.create_task(alerts.run(), name="alerts") if alerts else None
                 await self.pipeline.started.wait()
                 yield tg
                 self.pipeline.close()
                 await cycles
+                if alerts and alerting:  # after the cycles: their last alerts go out too
+                    alerts.close()
+                    await alerting
                 # only now: outcomes of the cycles that finished while stopping still retry
                 # a database that is briefly away
                 self.store.stop()
@@ -101,6 +152,10 @@ class Daemon:
     async def serve(self) -> int:
         """Run until stop(). Raises the start-up errors (database, server, bus) to the CLI."""
         async with self._opened("starting", check_server=True) as tg:
+            metrics = None
+            if self.metrics is not None:  # before READY: a taken port fails the start
+                await self.metrics.start()
+                metrics = tg.create_task(self.metrics.run(), name="metrics")
             tg.create_task(self.store.run(), name="audit")
             source = tg.create_task(self.monitor.run(), name="sources")
             beat = tg.create_task(self._heartbeat(), name="heartbeat")
@@ -115,6 +170,8 @@ class Daemon:
             self.monitor.stop()
             await source
             beat.cancel()
+            if metrics is not None:
+                metrics.cancel()
         logger.info("stopped: {} cycle(s) run, {} cancelled", self.pipeline.counters.cycles,
                     self.pipeline.cancelled)
         return 0

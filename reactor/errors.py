@@ -6,9 +6,12 @@ ReactorError                    base of everything the reactor raises on purpose
 ├── ConfigError                 the config file is unusable; .problems has one line per problem
 ├── TransientError              may succeed when retried later: the caller retries with backoff
 │   ├── DatabaseUnavailable     the database refused, dropped or timed out a connection or query
+│   ├── RowLocked               a statement waited too long for a row lock, or was a deadlock's
+│   │                           victim (1205, 1213): retry the statement, the server is fine
 │   ├── BusUnavailable          the D-Bus connection is lost or cannot be opened
-│   └── CallTimeout             a D-Bus call, command or probe did not answer in time
-│       └── JobTimeout          a systemd job (restart, start) did not finish in time
+│   ├── CallTimeout             a D-Bus call, command or probe did not answer in time
+│   │   └── JobTimeout          a systemd job (restart, start) did not finish in time
+│   └── SinkUnavailable         an alert sink cannot be reached, or asks to be tried later
 └── PermanentError              retrying the same thing will fail the same way
     ├── DatabaseRefused         the server refused us: credentials, grant, schema or table
     ├── ServerNotSuitable       the server lacks a setting or grant the binlog source needs
@@ -19,7 +22,9 @@ ReactorError                    base of everything the reactor raises on purpose
     ├── UnitOperationFailed     systemd refused the operation or its job ended other than "done"
     │   └── AccessDenied        polkit or the bus policy said no: the operator's decision
     ├── Refused                 the alarm names a process the reactor must not touch
-    └── NotFound                an operator command named a process PROCESE does not have
+    ├── NotFound                an operator command named a process PROCESE does not have
+    └── SinkRefused             an alert sink refused us: credentials, URL, certificate
+        └── AlertRejected       an alert sink rejected the message itself: resending cannot help
 """
 
 from __future__ import annotations
@@ -45,6 +50,11 @@ class DatabaseUnavailable(TransientError):
     """The database refused, dropped or timed out a connection or a query."""
 
 
+class RowLocked(TransientError):
+    """Another session holds the row (lock wait timeout 1205) or the statement lost a
+    deadlock (1213): the connection is fine, the statement is retried."""
+
+
 class BusUnavailable(TransientError):
     """The D-Bus connection is lost or cannot be opened."""
 
@@ -55,6 +65,11 @@ class CallTimeout(TransientError):
 
 class JobTimeout(CallTimeout):
     """A systemd job (restart, start) did not finish within [systemd] job_timeout."""
+
+
+class SinkUnavailable(TransientError):
+    """An alert sink cannot be reached (refused, timed out, 5xx) or asks to be tried later
+    (HTTP 429, DingTalk's rate limit, an SMTP 4xx reply)."""
 
 
 class PermanentError(ReactorError):
@@ -99,3 +114,13 @@ class Refused(PermanentError):
 
 class NotFound(PermanentError):
     """An operator command named a process (id or name) that PROCESE does not have."""
+
+
+class SinkRefused(PermanentError):
+    """An alert sink refused us: bad credentials, a wrong URL or token, an untrusted
+    certificate. The operator must fix the configuration; the message is kept."""
+
+
+class AlertRejected(SinkRefused):
+    """An alert sink rejected the message itself (HTTP 400, 413, 422; SMTP recipients
+    refused): sending the same message again cannot succeed."""

@@ -100,6 +100,9 @@ def write_config(path: Path, server: MariaDB, sections: dict[str, dict[str, Any]
                     "log_file": ""},
         # never the machine's system bus: tests that restart units point this at a sandbox
         "systemd": {"bus": "unix:path=/nonexistent/reactor-test-bus"},
+        # no listener on the default port: tests run many reactors at once; the metrics
+        # tests give theirs a free port
+        "metrics": {"listen": ""},
     }
     for section, values in (sections or {}).items():
         base.setdefault(section, {}).update(values)

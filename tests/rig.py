@@ -50,14 +50,17 @@ class Rig:
     def config(self, monitor: dict[str, Any] | None = None,
                processes: dict[str, dict[str, Any]] | None = None,
                default: dict[str, Any] | None = None, systemd: dict[str, Any] | None = None,
-               file: str = "c.ini") -> Path:
+               file: str = "c.ini", metrics: dict[str, Any] | None = None,
+               sections: dict[str, dict[str, Any]] | None = None) -> Path:
+        """`sections`: more sections ([alerts], [alert.NAME] ...)."""
         procs = {"default": {**FAST, **(default or {})}}
         procs.update(processes or {})
         return write_config(
             self.tmp / file, self.db,
             {"monitor": {"mode": "binlog", "check_interval": 60, **(monitor or {})},
              "systemd": {"bus": self.sbx.address, "call_timeout": 3, "job_timeout": 5,
-                         **(systemd or {})}},
+                         **(systemd or {})},
+             "metrics": {"listen": "", **(metrics or {})}, **(sections or {})},
             procs,
         )
 
@@ -105,6 +108,15 @@ class Rig:
 
         wait_for(recorded, timeout, what=f"the audit rows of process {pid}'s cleared cycle")
         return note
+
+    def sentinel(self, base: str, timeout: float = 30) -> int:
+        """A later alarm of another process, handled end to end (restarted, cleared,
+        audited). A check that something did *not* happen runs after this, never after a
+        sleep: whatever an earlier alarm was going to do, its stream events came first."""
+        pid, _ = self.add(base)
+        self.alarm(pid)
+        self.wait_cleared(pid, timeout)
+        return pid
 
     def wait_step(self, pid: int, step: str, count: int = 1, timeout: float = 15) -> list[str]:
         return list(wait_for(lambda: (s := self.steps(pid)).count(step) >= count and s,

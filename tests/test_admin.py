@@ -68,8 +68,9 @@ def test_status_table_and_json(rig: Rig) -> None:
     assert f"{name}.service" in row and "cleared: restarted" in row
     assert "active/running" in row and " closed " in row
 
-    data = {r["name"]: r for r in json.loads(reactor("status", "--json", "--config",
-                                                     str(config)).stdout)}
+    shown = json.loads(reactor("status", "--json", "--config", str(config)).stdout)
+    assert shown["daemon"] is None  # stopped (and no [metrics] listen in the tests' configs)
+    data = {r["name"]: r for r in shown["processes"]}
     ok = data[name]
     assert (ok["id"], ok["alarma"], ok["breaker"], ok["unit_state"]) == (
         pid, 0, "closed", "active/running")
@@ -222,4 +223,4 @@ def test_status_says_when_the_state_file_cannot_be_read(rig: Rig) -> None:
     config = rig.config(monitor={"state_file": bad_state})
     done = reactor("status", "--json", "--config", str(config))
     assert done.returncode == 0, done.stderr
-    assert {r["breaker"].split(" (")[0] for r in json.loads(done.stdout)} == {"?"}
+    assert {r["breaker"].split(" (")[0] for r in json.loads(done.stdout)["processes"]} == {"?"}

@@ -53,8 +53,8 @@ def test_reduced_benchmark_writes_results_with_the_schema(tmp_path: Path) -> Non
     assert done.returncode == 0, done.stdout[-4000:]
 
     results = json.loads((tmp_path / "latest.json").read_text())
-    assert set(results) == {"modes", "storm", "detection", "storm_100k", "idle", "machine",
-                            "baseline"}
+    assert set(results) == {"modes", "storm", "detection", "storm_100k", "idle", "scrape",
+                            "alerts", "machine", "baseline"}
     assert set(results["modes"]) == MODES
     floors = {"detect_floor_ms", "detect_floor_from_commit_ms", "dispatch_ratio_to_floor",
               "detect_ratio_to_floor"}
@@ -74,6 +74,12 @@ def test_reduced_benchmark_writes_results_with_the_schema(tmp_path: Path) -> Non
     for mode, cost in results["idle"].items():
         assert {"cpu_percent", "queries_per_s", "rss_kb"} <= set(cost), mode
         assert cost["rss_kb"] > 0
+    scrape = results["scrape"]  # the same alarms without, then with /metrics scraped
+    assert scrape["alarms_per_condition"] == {"without": 3, "with": 3}
+    for condition in ("without", "with"):
+        assert set(scrape[condition]) == STATS and scrape[condition]["n"] > 0, scrape
+    assert scrape["scrapes"] > 0 and not scrape["scrape_errors"], scrape
+    assert scrape["scrape_bytes"] > 1000 and isinstance(scrape["ratio_p50"], float)
     storm = results["storm"]
     assert storm["units"] == 5 and storm["max_concurrent_restarts"] > 0
     assert {"all_detected_ms", "all_cleared_ms", "units_restarted_twice"} <= set(storm)
@@ -92,6 +98,12 @@ def test_reduced_benchmark_writes_results_with_the_schema(tmp_path: Path) -> Non
     assert big["rows"] == 30 and big["real_units"] == 5 and big["ghost_rows"] == 25
     assert big["rows_handled"] == 30 and big["units_restarted_once"] == 5, big
     assert big["peak_rss_mb"] > 0 and big["exactly_once"] is True
+    alerts = results["alerts"]  # alarm -> alert at a webhook; dispatch with a dead sink
+    assert alerts["latency"]["alarms"] == 3 and alerts["latency"]["lost"] == 0
+    assert alerts["latency"]["latency_ms"]["n"] == 3, alerts
+    for run in ("no_sinks", "dead_sink"):
+        assert alerts[run]["dispatch_ms"]["n"] == 3 and alerts[run]["not_cleared"] == 0
+    assert alerts["dispatch_ratio_p50"] > 0
     machine = results["machine"]
     assert {"cpu_model", "cores", "kernel", "python", "mariadb", "date"} <= set(machine)
     assert machine["settle_time"] == 0
@@ -105,9 +117,12 @@ def test_reduced_benchmark_writes_results_with_the_schema(tmp_path: Path) -> Non
 
     assert (tmp_path / "latest.png").read_bytes().startswith(b"\x89PNG")
     table = (tmp_path / "latest.md").read_text()
+    assert "| binlog dispatch, a dead sink (min_severity info) | 3 |" in table
     assert "| binlog | dispatch_ms |" in table
     assert "PASS" in done.stdout or "MISS" in done.stdout  # targets printed, not asserted
     assert "| n >= 200 per mode" in table and "min n = 3 | MISS |" in table  # 3 alarms
+    assert "| /metrics every 100 ms | 3 |" in table
+    assert "| binlog dispatch p50 with a /metrics scrape every 100 ms within 10 % of" in table
 
     # the tables and the plot rebuilt from latest.json and the samples: the same figures
     (tmp_path / "latest.png").unlink()
@@ -132,7 +147,8 @@ def _record(source: str | None, sent: float, detected: float | None) -> dict[str
 def test_only_the_modes_own_source_counts_and_short_runs_miss_the_n_target() -> None:
     records = {"binlog": [_record("binlog", 0.0, 0.003), _record("sweep", 1.0, 1.5),
                           _record(None, 2.0, None)]}
-    results: dict[str, object] = {"modes": {}, "storm": {}, "idle": {}, "machine": {}}
+    results: dict[str, object] = {"modes": {}, "storm": {}, "idle": {}, "alerts": {},
+                                  "machine": {}}
     raw = report.summarize_modes(records, results)
     binlog = results["modes"]["binlog"]  # type: ignore[index]
     assert binlog["detected_by_other_source"] == 1

@@ -79,18 +79,21 @@ max_attempts = 2
 
 
 @pytest.mark.parametrize(("text", "expected"), [
-    (MINIMAL + "[monitor]\ncheck_interval = -5\n", "[monitor] check_interval: must be > 0"),
+    (MINIMAL + "[monitor]\ncheck_interval = -5\n",
+     "[monitor] check_interval: must be from 0.01 to 86400 seconds, got -5"),
     (MINIMAL + "[monitor]\ncheck_interval = soon\n", "[monitor] check_interval: must be a number"),
     (MINIMAL + "[process.x]\nrestart_strategy = reboot\n",
      "[process.x] restart_strategy: must be one of auto, service, process"),
     ("[monitor]\nmode = auto\n", "[database]: missing section"),
     ("[database]\nhost = h\n", "[database] user: missing key"),
-    (MINIMAL + "port = 33o6\n", "[database] port: must be a whole number, got '33o6'"),
-    (MINIMAL + "port = 70000\n", "[database] port: must be 1-65535"),
+    (MINIMAL + "port = 33o6\n",
+     "[database] port: must be a whole number from 1 to 65535, got '33o6'"),
+    (MINIMAL + "port = 70000\n", "[database] port: must be from 1 to 65535, got 70000"),
     (MINIMAL + "[monitor]\nmode = stream\n", "[monitor] mode: must be one of auto, binlog, poll"),
     (MINIMAL + "[monitor]\nchek_interval = 5\n", "[monitor] chek_interval: unknown key"),
     (MINIMAL + "[monitr]\n", "[monitr]: unknown section"),
-    (MINIMAL + "[logging]\nmax_log_size = 0\n", "[logging] max_log_size: must be >= 1"),
+    (MINIMAL + "[logging]\nmax_log_size = 0\n",
+     "[logging] max_log_size: must be from 1 to 10485760 KB, got 0"),
     (MINIMAL + "[process.x]\nhealth_check_tcp = localhost\n",
      "[process.x] health_check_tcp: must be host:port"),
     (MINIMAL + "[process.x]\nhealth_check_url = ftp://a/\n", "[process.x] health_check_url"),
@@ -166,6 +169,17 @@ def test_check_config_warns_about_a_readable_password(tmp_path: Path) -> None:
     assert "chmod 600" in done.stderr and "secret" not in done.stderr
 
 
+def test_check_config_warns_about_readable_sink_credentials(tmp_path: Path) -> None:
+    path = tmp_path / "c.ini"
+    path.write_text("[database]\nuser = r\n[alert.mail]\ntype = smtp\nhost = mail\n"
+                    "to = ops@example.com\nuser = r\npassword = mail-pw-3\n")
+    path.chmod(0o640)
+    done = run_check(path)
+    assert done.returncode == 0
+    assert "holds [alert.mail] credentials" in done.stderr and "chmod 600" in done.stderr
+    assert "mail-pw-3" not in done.stderr
+
+
 def test_load_config_reports_unreadable_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.ini")
@@ -205,7 +219,8 @@ def test_check_interval_has_a_sensible_minimum() -> None:
     assert parse_config(MINIMAL + "[monitor]\ncheck_interval = 0.01\n").monitor.check_interval \
         == 0.01
     found = problems(MINIMAL + "[monitor]\ncheck_interval = 1e-300\n")
-    assert found == ["[monitor] check_interval: must be at least 0.01 s, got 1e-300"], found
+    assert found == ["[monitor] check_interval: must be from 0.01 to 86400 seconds, "
+                     "got 1e-300"], found
 
 
 def test_check_config_names_the_file_once(tmp_path: Path) -> None:

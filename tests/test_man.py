@@ -3,8 +3,8 @@
 - man/reactor.8 and man/reactor.ini.5 render with `man --warnings` (and lexgrog can read
   their NAME line, as mandb must) with nothing on stderr and no line wider than the page;
 - reactor.ini.5 documents every key of reactor.config.KEYS, under the heading of its
-  section, with the same default, and no key the code does not accept; its EXAMPLE is a
-  valid configuration;
+  section, with the same default (and, for a number, its range: "from LOW to HIGH"), and
+  no key the code does not accept; its EXAMPLE is a valid configuration;
 - reactor.8 documents every subcommand and option of reactor.cli.build_parser(), every
   exit status of reactor.ops.cli and every REACTOR_AUDIT step reactor/actions/pipeline.py writes.
 
@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from reactor.actions import pipeline
-from reactor.config import KEYS, parse_config
+from reactor.config import KEYS, Number, _figure, parse_config
 from reactor.errors import ConfigError
 from reactor.ops import cli
 
@@ -199,6 +199,33 @@ def test_documented_defaults_are_the_code_defaults() -> None:
     assert not wrong, "defaults differ:\n" + "\n".join(wrong)
 
 
+def key_entries() -> dict[tuple[str, str], str]:
+    """(section, key) -> the text of its entry: from its tag to the next entry or heading."""
+    page = read_page(REACTOR_INI_5)
+    entries: dict[tuple[str, str], str] = {}
+    for _, ss, tag, n in page.tags:
+        match = KEY_TAG.fullmatch(tag)
+        section = re.match(r"\[([a-z]+)[].]", ss)
+        if match is None or section is None:
+            continue
+        end = next((i for i in range(n, len(page.lines))
+                    if page.lines[i].startswith((".TP", ".SS", ".SH"))), len(page.lines))
+        entries[section[1], match["key"]] = " ".join(page.text(page.lines[n:end]).split())
+    return entries
+
+
+def test_every_number_documents_its_range() -> None:
+    """The range config.Number enforces, written "from LOW to HIGH" in the key's entry."""
+    entries = key_entries()
+    wrong = []
+    for key in KEYS:
+        if isinstance(key.parse, Number):
+            want = f"from {_figure(key.parse.low)} to {_figure(key.parse.high)}"
+            if want not in entries.get((key.section, key.name), ""):
+                wrong.append(f"[{key.section}] {key.name}: want {want!r}")
+    assert not wrong, "reactor.ini.5 does not give these ranges:\n" + "\n".join(wrong)
+
+
 def test_the_example_configuration_is_valid() -> None:
     lines = read_page(REACTOR_INI_5).sections.get("EXAMPLE", [])
     assert ".EX" in lines and ".EE" in lines, "reactor.ini.5 has no .EX/.EE block in EXAMPLE"
@@ -215,7 +242,7 @@ def test_the_example_configuration_is_valid() -> None:
 def test_every_config_section_has_its_heading() -> None:
     headings = read_page(REACTOR_INI_5).subsections
     for section in sorted({k.section for k in KEYS}):
-        want = "[process.NAME]" if section == "process" else f"[{section}]"
+        want = f"[{section}.NAME]" if section in ("process", "alert") else f"[{section}]"
         assert any(h.startswith(want) for h in headings), f"no .SS heading for {want}"
 
 

@@ -12,7 +12,6 @@ import os
 import signal
 import stat
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -96,7 +95,7 @@ def test_breaker_state_survives_a_reactor_restart(rig: Rig) -> None:
     p2 = rig.start(config)
     rig.wait_step(pid, "skipped")
     p2.wait_stderr(f"breaker open for {name}")
-    time.sleep(0.5)
+    rig.sentinel("after-flaky")
     assert rig.steps(pid).count("restart_issued") == issued
 
 
@@ -191,7 +190,7 @@ def test_failing_pre_restart_command_means_no_restart(rig: Rig) -> None:
     rig.start(rig.config(processes={name: {"pre_restart_command": "/bin/false"}}))
     rig.alarm(pid)
     rig.wait_step(pid, "pre_restart_failed")
-    time.sleep(0.3)
+    rig.sentinel("after-cfgtest")
     assert rig.started_at(unit) == before
     alarma, notes = rig.row(pid)
     assert alarma == 1 and "pre-restart: false exited 1" in str(notes)
@@ -243,7 +242,7 @@ def test_burst_of_alarms_for_one_process_restarts_it_once(rig: Rig) -> None:
         f"WHERE process_id={pid}"
     rig.db.client("-e", f"BEGIN; {statements}; COMMIT")
     rig.wait_cleared(pid)
-    time.sleep(0.5)
+    rig.sentinel("after-burst")
     assert rig.steps(pid).count("restart_issued") == 1
 
 
@@ -262,7 +261,7 @@ def test_alarm_raised_after_the_restart_was_issued_earns_one_more_cycle(rig: Rig
         rig.db.execute("UPDATE STATUS_PROCESS SET alarma = 1 WHERE process_id = %s", (pid,),
                        database=DB)
     rig.wait_step(pid, "cleared", timeout=20)
-    time.sleep(0.5)
+    rig.sentinel("after-slow")
     steps = rig.steps(pid)
     assert steps.count("restart_issued") == 2
     assert steps.count("not_cleared") == 1 and steps.count("cleared") == 1

@@ -73,7 +73,7 @@ def test_alarm_committed_just_before_the_database_crashes_is_not_lost(rig: Rig) 
     rig.wait_cleared(pid, timeout=30)
     # audit rows are written in batches, retried while the pool reconnects: wait for them
     rig.wait_step(pid, "cleared")
-    time.sleep(0.5)
+    rig.sentinel("after-crash")
     assert rig.steps(pid).count("restart_issued") == 1
 
 

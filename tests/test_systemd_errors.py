@@ -28,7 +28,8 @@ def error(name: str, text: str = "boom") -> Message:
 
 @pytest.mark.parametrize(("name", "expected"), [
     ("org.freedesktop.systemd1.NoSuchUnit", NoSuchUnit),
-    ("org.freedesktop.systemd1.LoadFailed", NoSuchUnit),
+    # only NoSuchUnit says for certain that the unit does not exist (restart.py relies on it)
+    ("org.freedesktop.systemd1.LoadFailed", UnitOperationFailed),
     ("org.freedesktop.systemd1.UnitMasked", UnitOperationFailed),
     ("org.freedesktop.DBus.Error.AccessDenied", AccessDenied),
     ("org.freedesktop.DBus.Error.InteractiveAuthorizationRequired", AccessDenied),

@@ -71,7 +71,7 @@ def test_built_in_deny_list_holds_whatever_the_config_says(name: str) -> None:
     """Units that take the machine, the bus, polkit or reactor down are refused even with
     everything allowed and the configurable deny list emptied; the process strategy too."""
     config = parse_config("[database]\nuser = r\n[monitor]\nallowed_units = *\n"
-                          "denied_units =\n[process.default]\nrestart_strategy = process\n"
+                          f"denied_units =\n[process.{name}]\nrestart_strategy = process\n"
                           "start_command = /bin/true\n")
     with pytest.raises(Refused, match="denied: reactor never acts on it"):
         resolve(config, name, 1)

@@ -15,6 +15,12 @@ a note saying why, and lets a later sweep retry it; a refusal (unknown id, bad o
 name) is noted and not retried until the row changes; an open breaker is noted and a trial
 is scheduled for when it half-opens.
 
+A clear the database would not take (down, or the row locked, past RECORD_RETRY_FOR) is
+retried in the background with backoff, for up to CLEAR_RETRY_FOR: the unit was restarted
+and is healthy, so an alarm the sweep (or the poller) brings back meanwhile only hurries
+that retry on, and never restarts the unit again. A new alarm from the stream (the row
+went 0 then 1 again) is a new cycle, which drops the pending clear.
+
 Error handling: a cycle never raises. An unexpected exception during the attempts is
 logged with its traceback and recorded like any failure (note, audit step 'error',
 breaker, retried by a later sweep); one elsewhere in the cycle is logged and the alarm,
@@ -37,11 +43,15 @@ from reactor.actions import restart as restarts
 from reactor.actions.breaker import Breaker, Event, State, transition
 from reactor.actions.systemd import Systemd
 from reactor.actions.units import Target, resolve
-from reactor.config import Config
-from reactor.errors import CallTimeout, Refused
-from reactor.events import Alarm, Observers, Step
+from reactor.config import RESTART_DELAY_MAX, Config
+from reactor.errors import CallTimeout, ReactorError, Refused
+from reactor.events import Alarm, Observers, Source, Step
+from reactor.retry import Backoff
 from reactor.storage.records import Store
 from reactor.storage.statefile import StateFile
+
+CLEAR_RETRY_FOR = 3600.0  # seconds a pending clear is retried before the alarm is let go
+CLEAR_BACKOFF = (1.0, 30.0)  # first and longest wait between two tries of a pending clear
 
 
 def hhmmss(t: float) -> str:
@@ -63,6 +73,15 @@ class Slot:
     def issued(self) -> bool:
         """The restart of the current cycle has been issued."""
         return self.issued_attempt > 0
+
+
+@dataclass
+class _PendingClear:
+    """A restart that succeeded, whose clear the database has not taken yet."""
+
+    note: str
+    wake: asyncio.Event  # set to try again now (an alarm for it came back)
+    task: asyncio.Task[None] | None = None
 
 
 @dataclass
@@ -96,6 +115,7 @@ class Pipeline:
         self.breakers = {k: Breaker.from_json(v) for k, v in state.breakers().items()}
         self._slots: dict[int, Slot] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._clears: dict[int, _PendingClear] = {}
         self._trials: dict[int, asyncio.TimerHandle] = {}
         self._sem = asyncio.Semaphore(config.monitor.max_concurrent_restarts)
         commands.set_limit(config.monitor.max_concurrent_restarts)
@@ -114,11 +134,22 @@ class Pipeline:
     def in_flight(self) -> int:
         return len(self._slots)
 
+    def cycles_in_flight(self) -> list[tuple[Alarm, bool]]:
+        """Each process's cycle in flight: its alarm, and whether its restart was issued
+        (read-only: for status and metrics)."""
+        return [(slot.alarm, slot.issued) for slot in self._slots.values()]
+
     def submit(self, alarm: Alarm) -> None:
         """Called for every delivered alarm (synchronously, in the event loop)."""
         if self._tg is None or self._closing.is_set():
             logger.warning("alarm for process {} arrived while stopping; it stays set",
                            alarm.process_id)
+            return
+        pending = self._clears.get(alarm.process_id)
+        if pending is not None and alarm.source is not Source.BINLOG:
+            # still set because our clear has not landed: hurry it on, restart nothing
+            self.counters.coalesced += 1
+            pending.wake.set()
             return
         slot = self._slots.get(alarm.process_id)
         if slot is not None:
@@ -143,6 +174,7 @@ class Pipeline:
             await self._closing.wait()
             for handle in self._trials.values():
                 handle.cancel()
+            self._drop_clears()
             tasks = set(self._tasks)
             if not tasks:
                 return
@@ -204,6 +236,7 @@ class Pipeline:
                 method=method))
 
         step("detected", alarm.position or "", at=alarm.detected_at)
+        self._drop_clear(pid)  # a new alarm: this cycle's outcome is the one to record
         try:
             target = resolve(self.config, alarm.process_name, pid)
         except Refused as exc:
@@ -246,8 +279,9 @@ class Pipeline:
                 if cleared:
                     step("cleared", note, unit)
                 elif cleared is None:
-                    step("not_cleared", "database unavailable: the alarm stays set, a later "
-                                        "sweep retries", unit)
+                    step("not_cleared", "database unavailable: the clear is retried in the "
+                                        "background; no new restart meanwhile", unit)
+                    self._clear_later(alarm, note, step, unit)
                 else:
                     step("not_cleared", "alarm no longer set", unit)
             log.info("restarted {} in {:.1f} ms ({})", unit, elapsed_ms, method)
@@ -304,8 +338,79 @@ class Pipeline:
                      method=attempt.method)
             if n < s.max_attempts:
                 await asyncio.sleep(delay)
-                delay *= s.restart_backoff
+                delay = min(delay * s.restart_backoff, RESTART_DELAY_MAX)
         return False, f"{reason} ({s.max_attempts} attempt(s))", ""
+
+    # ------------------------------------------------------------------ pending clears
+
+    def _clear_later(self, alarm: Alarm, note: str, step: Callable[..., None],
+                     unit: str) -> None:
+        """Retry the clear of a restarted process in the background (see module docstring)."""
+        pid = alarm.process_id
+        self._drop_clear(pid)
+        if self._closing.is_set():  # stopping: nothing may outlive the drain
+            logger.bind(process=alarm.process_name or pid, unit=unit).warning(
+                "stopping: process {}'s alarm stays set (its clear did not land)", pid)
+            return
+        pending = _PendingClear(note, asyncio.Event())
+        self._clears[pid] = pending
+        logger.bind(process=alarm.process_name or pid, unit=unit).warning(
+            "the clear of process {}'s alarm is pending (database unavailable): retried in "
+            "the background for up to {:g} s; {} is not restarted again meanwhile",
+            pid, CLEAR_RETRY_FOR, unit)
+        assert self._tg is not None
+        pending.task = self._tg.create_task(self._retry_clear(alarm, pending, step, unit),
+                                            name=f"clear-{pid}")
+
+    async def _retry_clear(self, alarm: Alarm, pending: _PendingClear,
+                           step: Callable[..., None], unit: str) -> None:
+        pid = alarm.process_id
+        log = logger.bind(process=alarm.process_name or pid, unit=unit)
+        backoff = Backoff(*CLEAR_BACKOFF)
+        start = time.monotonic()
+        outcome: bool | None = None
+        try:
+            while outcome is None and time.monotonic() - start < CLEAR_RETRY_FOR:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(backoff.next()):
+                        await pending.wake.wait()
+                pending.wake.clear()
+                outcome = await self.store.clear_once(pid, pending.note)
+        except ReactorError as exc:  # refused: a grant or the table is missing
+            log.error("gave up clearing process {}'s alarm: {}", pid, exc)
+        except Exception:  # a bug: never take the other cycles down with it
+            log.exception("clearing process {}'s alarm failed unexpectedly; it stays set", pid)
+        else:
+            waited = time.monotonic() - start
+            if outcome:
+                step("cleared", pending.note, unit)
+                log.info("cleared process {}'s alarm {:.1f} s after its restart (the "
+                         "database was unavailable)", pid, waited)
+            elif outcome is False:
+                step("not_cleared", "alarm no longer set", unit)
+                log.info("process {}'s alarm was reset meanwhile: nothing to clear", pid)
+            else:
+                log.error("gave up clearing process {}'s alarm after {:.0f} s: the database "
+                          "stayed unavailable; a later sweep handles it as a new alarm",
+                          pid, waited)
+        finally:
+            if self._clears.get(pid) is pending:
+                del self._clears[pid]
+                self.settle(pid)  # a sweep may deliver it again if it is still set
+
+    def _drop_clear(self, pid: int) -> None:
+        pending = self._clears.pop(pid, None)
+        if pending is not None and pending.task is not None:
+            pending.task.cancel()
+
+    def _drop_clears(self) -> None:
+        """Stopping: pending clears end with the daemon (their alarms stay set)."""
+        if self._clears:
+            logger.warning("stopping with {} alarm clear(s) pending (processes {}): those "
+                           "alarms stay set", len(self._clears),
+                           ", ".join(map(str, sorted(self._clears))))
+        for pid in list(self._clears):
+            self._drop_clear(pid)
 
     @contextlib.asynccontextmanager
     async def _exclusive(self, unit: str) -> AsyncIterator[None]:

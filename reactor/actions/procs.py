@@ -2,9 +2,13 @@
 /proc, SIGTERM, wait, SIGKILL the survivors, then run the configured start_command.
 
 A process matches NAME when its command name (comm, which the kernel cuts at 15
-characters) or the base name of its executable or argv[0] equals NAME. PID 1, the
-reactor's own process and its parent are never matched. A PID is signalled only while its start time
-is the one seen when it was found (no PID reuse accidents).
+characters) or the base name of its executable or argv[0] equals NAME. Never matched,
+whatever their name: PID 1, the reactor's own process and its parent, and every process
+of a unit on the built-in deny list (config.BUILTIN_DENIED_UNITS: the bus, systemd's own
+services, polkit, PID 1's init.scope, a user manager), read from /proc/PID/cgroup. Other
+scopes (login sessions) hold programs operators start by hand, and reactor's own unit the
+ones start_command started: those may match. A PID is signalled only while its start
+time is the one seen when it was found (no PID reuse accidents).
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import time
 from dataclasses import dataclass
 
 from reactor.actions.commands import substitute
+from reactor.actions.units import own_unit, unit_of
+from reactor.config import builtin_denied
 from reactor.errors import UnitOperationFailed
 
 PROC = "/proc"
@@ -63,12 +69,23 @@ def _runs_as(pid: int, name: str) -> bool:
         return False
 
 
+def protected_unit(unit: str | None) -> bool:
+    """A process of this unit is never signalled by name (see module docstring)."""
+    if unit is None or unit == own_unit():
+        return False
+    if unit.endswith(".scope") and unit != "init.scope":
+        return False
+    return builtin_denied(unit)
+
+
 def find(name: str) -> list[ProcRef]:
     """Processes running as NAME (see module docstring). Blocking: scans /proc."""
     mine = {1, os.getpid(), os.getppid()}
     found = []
     for entry in os.listdir(PROC):
         if not entry.isdigit() or int(entry) in mine or not _runs_as(int(entry), name):
+            continue
+        if protected_unit(unit_of(entry)):
             continue
         stat = _stat(int(entry))
         if stat is not None:

@@ -5,9 +5,15 @@
   or hangs gets the kill fallback: KillUnit SIGKILL, then StartUnit.
 - process: for programs that are not units: SIGTERM the processes of that name, SIGKILL
   after stop_timeout, then run start_command.
-- auto: service; process when the unit does not exist or cannot be restarted (and a
-  start_command is configured), or when the bus is stuck. Never when polkit refused the
-  restart: that is the operator's decision, not a failure to work around.
+- auto: service; the process strategy only when systemd answered for certain that the
+  unit does not exist (NoSuchUnit), and only for a program whose own [process.NAME]
+  section has a start_command ([process.default] cannot have one: config.py).
+
+The process strategy is opt-in and never a guess. auto does not fall back when the
+outcome of the restart is unknown (the call timed out, the bus dropped mid-call, the job
+did not finish: the restart may still be running in systemd, and a second instance would
+follow), nor when systemd refused it (a masked unit, a bad unit file, polkit's "Access
+denied"): those are recorded failures, with systemd's reason in the note.
 
 Error handling: returns an Attempt saying what happened for the reactor's own errors;
 anything else (a bug) propagates to the pipeline, which records it as a failed cycle.
@@ -26,7 +32,6 @@ from reactor.actions import procs
 from reactor.actions.systemd import Systemd
 from reactor.actions.units import Target
 from reactor.errors import (
-    AccessDenied,
     BusUnavailable,
     CallTimeout,
     JobTimeout,
@@ -50,18 +55,14 @@ async def restart(target: Target, systemd: Systemd, on_issued: Callable[[], None
         return await _process(target, on_issued, "")
     try:
         return await _service(target, systemd, on_issued)
-    except (NoSuchUnit, UnitOperationFailed, BusUnavailable, CallTimeout) as exc:
-        missing = isinstance(exc, NoSuchUnit)
-        why = (f"no unit {target.unit}" if missing
-               else f"D-Bus: {exc}" if isinstance(exc, BusUnavailable | CallTimeout)
-               else str(exc))
-        # auto tries the process strategy; for a missing unit even without a start_command,
-        # so that the note names what is missing
-        if strategy == "auto" and not isinstance(exc, AccessDenied) and (
-                missing or target.settings.start_command):
-            return await _process(target, on_issued, why)
-        return Attempt(False, "service",
-                       f"no such unit {target.unit} ({exc})" if missing else why, True)
+    except NoSuchUnit as exc:
+        if strategy == "auto":  # without a start_command the note names what is missing
+            return await _process(target, on_issued, f"no unit {target.unit}")
+        return Attempt(False, "service", f"no such unit {target.unit} ({exc})", True)
+    except (BusUnavailable, CallTimeout) as exc:  # unknown outcome: never a second instance
+        return Attempt(False, "service", f"D-Bus: {exc}", True)
+    except UnitOperationFailed as exc:  # refused (AccessDenied included): a decision
+        return Attempt(False, "service", str(exc), True)
 
 
 async def _service(target: Target, systemd: Systemd, on_issued: Callable[[], None]) -> Attempt:

@@ -60,7 +60,9 @@ EARLY_RESULTS_KEPT = 4096
 # in flight are bounded well below that.
 MAX_CALLS_IN_FLIGHT = 64  # JobRemoved results kept for replies still on their way
 
-_NOT_FOUND = {f"{SD}.NoSuchUnit", f"{SD}.LoadFailed"}
+# only NoSuchUnit says for certain that a unit does not exist; LoadFailed is a unit in an
+# unexpected load state (it may well exist): a refusal like the others
+_NOT_FOUND = {f"{SD}.NoSuchUnit"}
 _DENIED = {
     "org.freedesktop.DBus.Error.AccessDenied",
     "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired",

@@ -69,15 +69,32 @@ def resolve(config: Config, name: str | None, pid: int) -> Target:
 def own_unit() -> str | None:
     """The service unit reactor itself runs in (from its cgroup), if any: never restarted,
     whatever it is called."""
+    unit = unit_of("self")
+    return unit if unit is not None and unit.endswith(".service") else None
+
+
+def unit_of(pid: int | str) -> str | None:
+    """The unit a process belongs to: the innermost service or scope of its cgroup path
+    (/proc/PID/cgroup); None when it is in none, or is gone."""
     try:
-        with open("/proc/self/cgroup", encoding="utf-8") as f:
-            lines = f.read().splitlines()
+        with open(f"/proc/{pid}/cgroup", encoding="utf-8", errors="replace") as f:
+            return cgroup_unit(f.read())
     except OSError:
         return None
-    for line in lines:  # "0::PATH" (cgroup v2) or "N:name=systemd:PATH" (v1)
-        _, controllers, path = line.split(":", 2)
+
+
+def cgroup_unit(text: str) -> str | None:
+    """cgroup_unit(contents of /proc/PID/cgroup): the systemd hierarchy's line
+    ("N:name=systemd:PATH", cgroup v1 and hybrid) wins over the unified one ("0::PATH")."""
+    paths = {}
+    for line in text.splitlines():
+        _, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
         if controllers in ("", "name=systemd"):
-            units = [part for part in path.split("/") if part.endswith(".service")]
-            if units:
-                return units[-1]
+            paths[controllers] = path
+    for controllers in ("name=systemd", ""):
+        units = [part for part in paths.get(controllers, "").split("/")
+                 if part.endswith((".service", ".scope"))]
+        if units:
+            return units[-1]
     return None

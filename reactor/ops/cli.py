@@ -31,6 +31,7 @@ from reactor.errors import (
     ServerNotSuitable,
 )
 from reactor.ops import logs
+from reactor.text import one_line
 
 EXIT_OK, EXIT_CONFIG, EXIT_USAGE, EXIT_DATABASE, EXIT_SERVER, EXIT_BUS, EXIT_FAILED = range(7)
 EXIT_INTERNAL = 70  # EX_SOFTWARE: an unexpected exception
@@ -57,7 +58,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     for warning in permission_warnings(path, config):
         print(f"warning: {warning}", file=sys.stderr)
-    print(f"{path}: OK ({len(config.processes)} process section(s))")
+    print(f"{path}: OK ({len(config.processes)} process section(s), "
+          f"{len(config.alerts.sinks)} alert sink(s))")
     return EXIT_OK
 
 
@@ -169,7 +171,7 @@ async def _run(config: Config) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     path = _config_path(args)
     config = _load(args)
-    logs.setup(config.logging, secrets=[config.database.password])
+    logs.setup(config.logging, secrets=config.secrets())
     for warning in permission_warnings(path, config):
         logger.warning(warning)
     return asyncio.run(_run(config))
@@ -198,7 +200,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             [str(pid), name or "(unknown)", config.unit_for(name) if name else "-"]
             for pid, name in rows], sys.stdout)
         return EXIT_OK
-    logs.setup(config.logging, secrets=[config.database.password], to_file=False)
+    logs.setup(config.logging, secrets=config.secrets(), to_file=False)
     return asyncio.run(_sweep_once(config))
 
 
@@ -235,8 +237,31 @@ def cmd_alarm(args: argparse.Namespace) -> int:
             f"{args.process} is {'already' if value else 'not'}"
         print(f"nothing to {verb}: {who} in alarm")
     for pid, name in changed:
-        print(f"alarm {verb}: {name} (id {pid})")
+        print(f"alarm {verb}: {one_line(name)} (id {pid})")
     return EXIT_OK
+
+
+def cmd_alert(args: argparse.Namespace) -> int:
+    """`reactor alert test [--sink NAME]`: a test alert to every sink (or one), directly."""
+    import time
+
+    from reactor.alerts.dispatcher import HOST
+    from reactor.alerts.sinks import build, send_test
+
+    config = _load(args)
+    logs.setup(config.logging, secrets=config.secrets(), to_file=False)
+    sinks = [s for s in config.alerts.sinks if args.sink in (None, s.name)]
+    if not sinks:
+        have = ", ".join(s.name for s in config.alerts.sinks) or "none"
+        what = f"no [alert.{args.sink}] section" if args.sink else "no [alert.NAME] section"
+        print(f"reactor alert test: {what} in {_config_path(args)} (sinks: {have})",
+              file=sys.stderr)
+        return EXIT_USAGE if args.sink else EXIT_FAILED
+    built = [build(s, config.alerts.timeout) for s in sinks]
+    results = asyncio.run(send_test(built, HOST, time.time()))
+    for sink, answer, ok in results:
+        print(f"{sink}: {'ok' if ok else 'FAILED'}: {answer}")
+    return EXIT_OK if all(ok for _, _, ok in results) else EXIT_FAILED
 
 
 def cmd_menu(args: argparse.Namespace) -> int:
@@ -273,6 +298,10 @@ def build_parser() -> argparse.ArgumentParser:
     al.add_argument("process", nargs="?", help="process id or name (set/reset)")
     al.add_argument("--all", action="store_true", help="every process (set/reset)")
     add("menu", cmd_menu, "interactive test menu: display, set one, set all, reset all")
+    at = add("alert", cmd_alert, "send a test alert to every alert sink (or one) and show "
+                                 "what each answered")
+    at.add_argument("action", choices=["test"])
+    at.add_argument("--sink", metavar="NAME", help="only the sink of [alert.NAME]")
     sw = add("sweep", cmd_sweep, "one reconciliation sweep: handle every alarm set now, then exit")
     sw.add_argument("--once", action="store_true", required=True,
                     help="run one sweep and exit (the only mode; the daemon sweeps by itself)")

@@ -7,7 +7,13 @@
 - `[logging] log_file`: the line above, rotated at `max_log_size` KB, `log_files_to_keep` kept.
 - Records from the standard `logging` module (PyMySQL, mysql-replication, dbus-fast) are
   routed through loguru, so they share format, level and sinks.
-- Every secret given to `setup` (the database password) is replaced by *** in the final text
+- Every record is one line: control characters in the message, in context values and in
+  an exception's message are escaped (reactor.text.one_line): a process name is the
+  database's to choose, and a newline in it must not forge a line of its own, nor `<0>`
+  after it an emergency entry in the journal. Under journald every line of a traceback
+  carries the record's priority too.
+- Every secret given to `setup` (the database password, the alert sinks' passwords, secrets
+  and URL tokens: `Config.secrets()`) is replaced by *** in the final text
   of every line, tracebacks included, and so are its escaped forms (repr(), JSON: a password
   with a backslash or a quote shows as `s3cr\\\\et` in a repr). A secret shorter than
   MIN_REDACTED characters is not redacted (replacing "pw" everywhere would mangle words and
@@ -34,6 +40,7 @@ from loguru import logger
 from reactor.config import LoggingConfig
 from reactor.errors import ConfigError
 from reactor.storage.statefile import give_to_directory_owner
+from reactor.text import one_line
 
 if TYPE_CHECKING:
     from loguru import Record
@@ -103,25 +110,48 @@ def _patcher(redact: Callable[[str], str]) -> Any:
         extra = record["extra"]
         extra.setdefault("host", HOST)
         extra["priority"] = PRIORITY.get(record["level"].name, 6)
-        ctx = " ".join(f"{k}={v}" for k, v in extra.items() if k not in INTERNAL)
+        ctx = " ".join(f"{k}={one_line(v)}" for k, v in extra.items() if k not in INTERNAL)
         # redacted here too: loguru shows the record itself when a sink fails
         extra["ctx"] = redact(f" [{ctx}]") if ctx else ""
-        record["message"] = redact(record["message"])
+        record["message"] = redact(one_line(record["message"]))
 
     return patch
 
 
-def _formatter(template: str, redact: Callable[[str], str]) -> Callable[[Record], str]:
+def _traceback(exc_type: Any, value: Any, tb: Any) -> str:
+    """The traceback, each exception's message (chained and grouped ones too) escaped to
+    one line: it may quote text from the database."""
+    top = traceback.TracebackException(exc_type, value, tb, compact=True)
+    pending, seen = [top], set()
+    while pending:
+        te = pending.pop()
+        if id(te) in seen:
+            continue
+        seen.add(id(te))
+        message = getattr(te, "_str", None)  # what format_exception_only prints
+        if isinstance(message, str):
+            te._str = one_line(message)  # type: ignore[attr-defined]
+        pending.extend(t for t in (te.__cause__, te.__context__) if t is not None)
+        pending.extend(getattr(te, "exceptions", None) or ())
+    return "".join(top.format()).rstrip("\n")
+
+
+def _formatter(template: str, redact: Callable[[str], str], *,
+               journal: bool = False) -> Callable[[Record], str]:
     """A loguru format function: the whole line, traceback included, is rendered and
     redacted here; loguru only copies it out (a constant template, so nothing in the text is
-    taken for a format field or a colour tag)."""
+    taken for a format field or a colour tag). For the journal, each line of a traceback
+    starts with the record's priority: journald reads every line as an entry of its own."""
 
     def render(record: Record) -> str:
         text = template.format_map(record)
         exc = record["exception"]
         if exc is not None:
-            text += "\n" + "".join(
-                traceback.format_exception(exc.type, exc.value, exc.traceback)).rstrip("\n")
+            trace = _traceback(exc.type, exc.value, exc.traceback)
+            if journal:
+                prefix = f"<{record['extra']['priority']}>"
+                trace = "\n".join(prefix + line for line in trace.split("\n"))
+            text += "\n" + trace
         record["extra"]["_line"] = redact(text)
         return "{extra[_line]}\n"
 
@@ -149,7 +179,8 @@ def setup(cfg: LoggingConfig | None, *, secrets: Iterable[str] = (), level: str 
     logger.remove()
     logger.configure(patcher=_patcher(redact))
     journal = under_journald(stream)
-    logger.add(stream, level=lvl, format=_formatter(JOURNAL_LINE if journal else LINE, redact),
+    logger.add(stream, level=lvl,
+               format=_formatter(JOURNAL_LINE if journal else LINE, redact, journal=journal),
                colorize=False, backtrace=False, diagnose=False)
     if to_file and cfg is not None and cfg.log_file:
         try:
@@ -162,11 +193,14 @@ def setup(cfg: LoggingConfig | None, *, secrets: Iterable[str] = (), level: str 
             raise ConfigError([f"[logging] log_file: cannot open {cfg.log_file}: "
                                f"{exc.strerror or exc}"]) from None
     if any(len(s) < MIN_REDACTED for s in secrets):
-        logger.warning("the database password is shorter than {} characters: log lines do "
-                       "not hide it", MIN_REDACTED)
+        logger.warning("the database password (or another secret of the configuration) is "
+                       "shorter than {} characters: log lines do not hide it", MIN_REDACTED)
     logging.basicConfig(handlers=[_Intercept()], level=logging.getLevelName(
         "DEBUG" if lvl == "TRACE" else ("INFO" if lvl == "SUCCESS" else lvl)), force=True)
     # mysql-replication warns on every lost connection, which binlog.py reports itself
     verbose = lvl in ("DEBUG", "TRACE")
     logging.getLogger("pymysqlreplication").setLevel(logging.DEBUG if verbose else logging.ERROR)
     logging.getLogger("dbus_fast").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    # httpx logs every request with its URL (an alert sink's URL may hold a token) at INFO
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -8,6 +8,7 @@ from typing import TextIO
 from reactor.config import Config
 from reactor.errors import ReactorError
 from reactor.ops import alarms
+from reactor.text import one_line
 
 MENU = """
 reactor test menu ({where})
@@ -40,8 +41,8 @@ def run(config: Config, inp: TextIO = sys.stdin, out: TextIO = sys.stdout) -> in
                 if not ident:
                     continue
                 changed = alarms.set_alarm(config, ident, 1)
-                out.write(f"alarm set for {changed[0][1]} (id {changed[0][0]})\n" if changed
-                          else f"{ident} is already in alarm\n")
+                out.write(f"alarm set for {one_line(changed[0][1])} (id {changed[0][0]})\n"
+                          if changed else f"{ident} is already in alarm\n")
             elif choice == "3":
                 changed = alarms.set_alarm(config, None, 1)
                 out.write(f"alarm set for {len(changed)} process(es)\n")

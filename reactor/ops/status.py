@@ -1,8 +1,14 @@
-"""`reactor status`: per process, its alarm, breaker, last action and live unit state.
+"""`reactor status`: per process, its alarm, breaker, last action and live unit state; then
+the running daemon itself: its health, the binlog stream's position and lag, and the
+alarms its sweeps caught that the stream had not delivered.
 
 It talks to the same database with the same account as the daemon (blocking PyMySQL is
 fine here: one short-lived process, no event loop to keep free). Unit states come over
-the configured bus; when it cannot be reached the table says so and still prints.
+the configured bus; when it cannot be reached the table says so and still prints. What
+only the running daemon knows (lag, sweeps, cycles in flight) comes from its
+/status.json ([metrics] listen); when that is off or does not answer, those say "-" (null
+in JSON) and the rest still prints. `--json` prints the status document of
+reactor/metrics/status.py: {"daemon": ..., "processes": [...]}.
 """
 
 from __future__ import annotations
@@ -12,14 +18,16 @@ import datetime as dt
 import json
 import sys
 from dataclasses import asdict, dataclass
-from typing import TextIO
+from typing import Any, TextIO
 
 import pymysql
 
-from reactor.actions.breaker import Breaker, State
+from reactor.actions.breaker import Breaker
 from reactor.actions.systemd import Systemd
 from reactor.config import Config
 from reactor.errors import ReactorError
+from reactor.metrics import status as document
+from reactor.metrics.status import describe_breaker
 from reactor.ops import alarms
 from reactor.ops.table import table
 from reactor.storage.database import connect
@@ -32,8 +40,6 @@ LATEST_STEP_SQL = (
 )
 
 
-
-
 @dataclass
 class ProcessStatus:
     id: int
@@ -42,6 +48,7 @@ class ProcessStatus:
     alarma: int
     notes: str | None
     breaker: str
+    in_flight: bool | None  # None: the daemon's /status.json did not answer
     last_action: str | None
     last_action_at: str | None
     unit_state: str
@@ -69,7 +76,9 @@ async def _unit_states(config: Config, units: list[str]) -> dict[str, str]:
         await sd.close()
 
 
-def status(config: Config) -> list[ProcessStatus]:
+def status(config: Config, daemon: dict[str, Any] | None = None) -> list[ProcessStatus]:
+    """Every process; `daemon` is the running daemon's status document, if it answered."""
+    flying = {p["id"]: p["in_flight"] for p in daemon["processes"]} if daemon else {}
     rows = alarms.processes(config)
     steps = _latest_steps(config)
     unreadable = ""
@@ -86,6 +95,7 @@ def status(config: Config) -> list[ProcessStatus]:
         step = steps.get(pid)
         out.append(ProcessStatus(
             id=pid, name=name, unit=units[name], alarma=alarma, notes=notes, breaker=breaker,
+            in_flight=flying.get(pid, False) if daemon else None,
             last_action=f"{step[0]}: {step[2]}".rstrip(": ") if step else None,
             last_action_at=step[1].isoformat(sep=" ", timespec="seconds") if step else None,
             unit_state=states.get(units[name], "?"),
@@ -93,20 +103,15 @@ def status(config: Config) -> list[ProcessStatus]:
     return out
 
 
-def describe_breaker(b: Breaker) -> str:
-    """closed | closed (2 failed) | open until 09:55:06 | half_open"""
-    if b.state is State.OPEN:
-        return "open until " + dt.datetime.fromtimestamp(b.until).strftime("%H:%M:%S")
-    if b.state is State.CLOSED and b.failures:
-        return f"closed ({b.failures} failed)"
-    return b.state.value
-
-
 def print_status(config: Config, as_json: bool, out: TextIO = sys.stdout) -> None:
-    rows = status(config)
+    daemon, why = document.fetch(config.metrics)
+    rows = status(config, daemon)
     if as_json:
-        out.write(json.dumps([asdict(r) for r in rows], indent=1) + "\n")
+        out.write(json.dumps({"daemon": daemon["daemon"] if daemon else None,
+                              "processes": [asdict(r) for r in rows]}, indent=1) + "\n")
         return
     table(["ID", "NAME", "UNIT", "ALARMA", "BREAKER", "LAST ACTION", "WHEN", "UNIT STATE"],
           [[str(r.id), r.name, r.unit, str(r.alarma), r.breaker, (r.last_action or "-")[:48],
             r.last_action_at or "-", r.unit_state] for r in rows], out)
+    out.write("\n" + "\n".join(document.summary(daemon["daemon"] if daemon else None, why))
+              + "\n")

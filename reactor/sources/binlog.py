@@ -66,6 +66,7 @@ from reactor.storage.statefile import Checkpoint, StateFile
 TABLES = ("STATUS_PROCESS", "PROCESE")
 IDLE_SAVE_INTERVAL = 1.0  # seconds between checkpoint saves when no alarm table changed
 ROW_EVENTS = (WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent)
+CHANGE_EVENTS = (*ROW_EVENTS, XidEvent)  # events whose timestamp tells how far behind we read
 
 Batch = Callable[[list[RowChange], Checkpoint], None]
 
@@ -140,6 +141,11 @@ class BinlogSource:
         self.position: Checkpoint | None = state.checkpoint()
         self.connected = False
         self.last_event_at = 0.0  # monotonic time of the last packet (heartbeat included)
+        # whole seconds between the last change's binlog timestamp (when its statement began
+        # on the server) and its reading here; 0 again at a heartbeat, which the server sends
+        # only when it has nothing left to send. None until a change or heartbeat was read.
+        self.seconds_behind: float | None = None
+        self.reconnects = 0  # sessions that ended in an error, each followed by a new one
         self.transactions = 0
         self._stopping = threading.Event()
         self._conn: pymysql.Connection | None = None
@@ -166,6 +172,7 @@ class BinlogSource:
                     self.connected = False
                     if self._stopping.is_set():
                         break
+                    self.reconnects += 1
                     lost = exc if isinstance(exc, BinlogPositionLost) else None
                     if isinstance(exc, _Undecodable):
                         where, count = undecodable
@@ -325,6 +332,10 @@ class BinlogSource:
         for event in stream:
             now = time.monotonic()
             self.last_event_at = now
+            if isinstance(event, CHANGE_EVENTS) and event.timestamp:
+                self.seconds_behind = float(max(0, int(time.time()) - event.timestamp))
+            elif isinstance(event, HeartbeatLogEvent):
+                self.seconds_behind = 0.0
             if isinstance(event, ROW_EVENTS):
                 table = event.table.upper() if self.folds_case else event.table
                 if isinstance(event, UpdateRowsEvent):

@@ -45,6 +45,9 @@ class AlarmTracker:
         self._delivered: set[int] = set()
         self._settled: set[int] = set()
         self._changed_at: dict[int, float] = {}
+        # of the last sweep's deliveries, those the consumer had settled: retries of an
+        # alarm the stream did deliver, not alarms it missed
+        self.retried: frozenset[int] = frozenset()
 
     def _touch(self, pid: int) -> None:
         self._changed_at[pid] = self._clock()
@@ -76,11 +79,14 @@ class AlarmTracker:
         deliver, and forgets alarms that are no longer in alarm."""
         found = set(in_alarm)
         deliver: list[int] = []
+        retried: set[int] = set()
         for pid in sorted(found):
             if self._changed_at.get(pid, -math.inf) >= started:
                 continue
             if pid in self._delivered and pid not in self._settled:
                 continue
+            if pid in self._settled:
+                retried.add(pid)
             self._delivered.add(pid)
             self._settled.discard(pid)
             self._touch(pid)
@@ -89,6 +95,7 @@ class AlarmTracker:
             if self._changed_at.get(pid, -math.inf) < started:
                 self._delivered.discard(pid)
                 self._settled.discard(pid)
+        self.retried = frozenset(retried)
         return deliver
 
     def forget(self, pid: int) -> None:

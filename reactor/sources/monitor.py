@@ -22,6 +22,7 @@ reconnects (see binlog.py).
 from __future__ import annotations
 
 import asyncio
+import time
 
 from loguru import logger
 
@@ -53,7 +54,9 @@ class Monitor:
         self.mode = ""
         self.folds_case = False  # lower_case_table_names: the binlog's table names are lower
         self.ready = asyncio.Event()
-        self.sweeps = 0
+        self.sweeps = 0  # sweeps and polls done
+        self.sweep_seconds = 0.0  # the time they took, in all
+        self.last_sweep_at: float | None = None  # wall clock of the last one's end
         self.binlog: BinlogSource | None = None
         self._sweep_wanted = asyncio.Event()
         # the next sweep catches up after the stream was not reading (start, reconnect):
@@ -166,16 +169,21 @@ class Monitor:
         """One sweep/poll: deliver every row in alarm that is not already in hand. In binlog
         mode, alarms found by a sweep that is not catching up are a gap in the stream."""
         started = self.intake.sweep_started()
+        began = time.monotonic()
         rows = await self.database.call(queries.fetch_alarmed)
         found = self.intake.on_sweep(rows, started, source)
         self.sweeps += 1
-        if found and source is Source.SWEEP and self.binlog is not None and catch_up:
+        self.sweep_seconds += time.monotonic() - began
+        self.last_sweep_at = time.time()
+        # alarms the stream did deliver, whose cycle failed, are retried: not a gap
+        missed = [pid for pid in found if pid not in self.intake.tracker.retried]
+        if missed and source is Source.SWEEP and self.binlog is not None and catch_up:
             logger.info("sweep found {} alarm(s) set while the stream was not reading",
-                        len(found))
-        elif found and source is Source.SWEEP and self.binlog is not None:
+                        len(missed))
+        elif missed and source is Source.SWEEP and self.binlog is not None:
             # in binlog mode the stream delivers every alarm: a catch is a bug, or a server
             # setting the stream cannot read
-            ids = sorted(found)
+            ids = sorted(missed)
             shown = ", ".join(map(str, ids[:20])) + (" ..." if len(ids) > 20 else "")
             logger.warning("sweep found {} alarm(s) the stream had not delivered "
                            "(process ids {})", len(ids), shown)

@@ -7,6 +7,12 @@ Error handling: PyMySQL errors are mapped here, at the boundary. Lost or refused
 connections and timeouts -> DatabaseUnavailable (transient; the thread's connection is
 dropped and reopened on the next call). Access denied, unknown schema or table ->
 DatabaseRefused (permanent until an operator fixes grants or schema).
+
+Row locks are not dead servers: an operator's open transaction holding a STATUS_PROCESS
+row makes our UPDATE wait. Each session sets its lock waits (row and metadata locks,
+LOCK_WAIT_TIMEOUT) below the socket's read timeout (QUERY_TIMEOUT), so that the server
+answers 1205 before the client gives the connection up; 1205 and 1213 (deadlock) ->
+RowLocked: the caller retries the statement, and every connection of the pool is kept.
 """
 
 from __future__ import annotations
@@ -22,14 +28,18 @@ import pymysql
 import pymysql.cursors
 
 from reactor.config import DatabaseConfig
-from reactor.errors import DatabaseRefused, DatabaseUnavailable
+from reactor.errors import DatabaseRefused, DatabaseUnavailable, RowLocked
 from reactor.events import Condition, Observers
 
 T = TypeVar("T")
 
 # client-side codes: can't connect, server gone, lost connection, out of sync
-TRANSIENT_CODES = frozenset({2002, 2003, 2005, 2006, 2013, 2014, 2055, 1040, 1053, 1205, 1213})
+TRANSIENT_CODES = frozenset({2002, 2003, 2005, 2006, 2013, 2014, 2055, 1040, 1053})
+LOCK_CODES = frozenset({1205, 1213})  # lock wait timeout, deadlock: retry the statement
 QUERY_TIMEOUT = 10.0  # seconds a statement may take before the connection is dropped
+LOCK_WAIT_TIMEOUT = 5  # whole seconds a statement waits for a lock: below QUERY_TIMEOUT
+SESSION_SQL = (f"SET SESSION innodb_lock_wait_timeout = {LOCK_WAIT_TIMEOUT}, "
+               f"lock_wait_timeout = {LOCK_WAIT_TIMEOUT}")
 
 def map_error(exc: BaseException, what: str) -> Exception:
     """A PyMySQL / socket exception -> the reactor's own, with the server's message."""
@@ -38,6 +48,8 @@ def map_error(exc: BaseException, what: str) -> Exception:
     text = f"{what}: {message}" + (f" (error {code})" if code else "")
     if isinstance(exc, OSError | EOFError | TimeoutError) or code is None:
         return DatabaseUnavailable(text)
+    if code in LOCK_CODES:
+        return RowLocked(text)
     if code in TRANSIENT_CODES or isinstance(exc, pymysql.err.InterfaceError):
         return DatabaseUnavailable(text)
     return DatabaseRefused(text)
@@ -50,6 +62,7 @@ def connect(cfg: DatabaseConfig, *, schema: bool = True, **extra: Any) -> pymysq
         args["database"] = cfg.database
     args.setdefault("read_timeout", QUERY_TIMEOUT)
     args.setdefault("write_timeout", QUERY_TIMEOUT)
+    args.setdefault("init_command", SESSION_SQL)
     args.update(extra)
     try:
         return pymysql.connect(**args)
@@ -86,6 +99,7 @@ class Database:
         self._lock = threading.Lock()
         self._conns: list[pymysql.Connection] = []
         self._generation = 0  # bumped when a connection of the current one is lost
+        self.opened = 0  # connections opened so far (a lock wait must not open one)
 
     def _conn(self) -> pymysql.Connection:
         conn: pymysql.Connection | None = getattr(self._local, "conn", None)
@@ -98,6 +112,7 @@ class Database:
             self._local.conn, self._local.generation = conn, generation
             with self._lock:
                 self._conns.append(conn)
+                self.opened += 1
         return conn
 
     def _lost(self) -> None:

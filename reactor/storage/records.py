@@ -6,10 +6,11 @@
   Observers fan-out), buffered and written in batches by `run()` (its `at` is the time of
   the step, not of the write).
 
-Error handling: clear/note retry transient errors (database down) with a capped backoff
-for up to RECORD_RETRY_FOR seconds, then give up with an ERROR (the alarm stays set and a
-later sweep brings it back). Audit rows wait in memory while the database is down, up to
-AUDIT_BUFFER_MAX rows (then the oldest are dropped, with an ERROR).
+Error handling: clear/note retry transient errors (database down, a row lock held past
+the lock wait timeout) with a capped backoff for up to RECORD_RETRY_FOR seconds, then give
+up with an ERROR (the alarm stays set; the pipeline keeps retrying a clear in the
+background, and a later sweep brings back a failure). Audit rows wait in memory while the
+database is down, up to AUDIT_BUFFER_MAX rows (then the oldest are dropped, with an ERROR).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from reactor.errors import ReactorError, TransientError
 from reactor.events import Notice, Step
 from reactor.retry import Backoff
 from reactor.storage.database import Database
+from reactor.text import one_line
 
 NOTE_MAX = 100  # STATUS_PROCESS.notes is VARCHAR(100)
 DETAIL_MAX = 255
@@ -46,15 +48,15 @@ def audit_params(row: Step) -> tuple[object, ...]:
     return (dt.datetime.fromtimestamp(row.at), HOST, row.cycle, row.process_id,
             (row.process_name or "")[:100] or None, row.unit, row.step, row.source,
             None if row.latency_ms is None else round(row.latency_ms, 3),
-            row.detail[:DETAIL_MAX])
+            one_line(row.detail, DETAIL_MAX))
 
 
 def _clear(cur: pymysql.cursors.Cursor, pid: int, note: str) -> bool:
-    return bool(cur.execute(CLEAR_SQL, (note[:NOTE_MAX], pid)))
+    return bool(cur.execute(CLEAR_SQL, (one_line(note, NOTE_MAX), pid)))
 
 
 def _note(cur: pymysql.cursors.Cursor, pid: int, note: str) -> bool:
-    cur.execute(NOTE_SQL, (note[:NOTE_MAX], pid))
+    cur.execute(NOTE_SQL, (one_line(note, NOTE_MAX), pid))
     return True
 
 
@@ -78,8 +80,8 @@ class Store:
                 return bool(await self.database.call(fn, pid, note))  # type: ignore[arg-type]
             except TransientError as exc:
                 if time.monotonic() >= deadline or self._stopping:
-                    logger.error("could not {} for process {} ({}); the alarm stays set and "
-                                 "a later sweep brings it back", what, pid, exc)
+                    logger.error("could not {} for process {} ({}); the alarm stays set",
+                                 what, pid, exc)
                     return None
                 delay = backoff.next()
                 logger.warning("cannot {} for process {} yet ({}); retrying in {:.1f} s",
@@ -93,6 +95,14 @@ class Store:
 
     async def note(self, pid: int, note: str) -> bool | None:
         return await self._record(_note, pid, note, "write the note")
+
+    async def clear_once(self, pid: int, note: str) -> bool | None:
+        """One try of clear(), for a caller that retries on its own and says so: None when
+        the database is unavailable (or the row locked), not logged here."""
+        try:
+            return bool(await self.database.call(_clear, pid, note))
+        except TransientError:
+            return None
 
     # an Observer of the fan-out: every step becomes an audit row
     def on_step(self, step: Step) -> None:

@@ -1,7 +1,10 @@
-"""The state file: the binlog checkpoint and the circuit breakers, saved atomically.
+"""The state file: the binlog checkpoint, the circuit breakers and the alerts' memory
+(when each alert was last sent, and which are firing), saved atomically.
 
     {"binlog": {"file": "binlog.000003", "pos": 1234, "server_uuid": ...},
-     "breakers": {"nginx": {...}}}
+     "breakers": {"nginx": {...}},
+     "alerts": {"cooldown": {"cycle_failed:7": 1764474174.2},
+                "firing": {"breaker_open:7": {"alert": {...}, "sinks": ["am"]}}}}
 
 Changed by the binlog reader thread (checkpoints) and by the event loop (breakers), so
 every access takes a lock; saved by a thread of its own. Saved as tmp file -> fsync ->
@@ -159,6 +162,43 @@ class StateFile:
                 table[name] = record
             self._changed()
 
+    # -- alerts: cooldown marks (key -> when last sent) and firing alerts (key -> record)
+    def _alert_table(self, name: str) -> dict[str, Any]:
+        raw = self._data.get("alerts")
+        table = raw.get(name) if isinstance(raw, dict) else None
+        return table if isinstance(table, dict) else {}
+
+    def alert_cooldowns(self) -> dict[str, float]:
+        with self._lock:
+            return {k: float(v) for k, v in self._alert_table("cooldown").items()
+                    if isinstance(v, int | float)}
+
+    def firing_alerts(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return {k: dict(v) for k, v in self._alert_table("firing").items()
+                    if isinstance(v, dict)}
+
+    def set_alert_cooldown(self, key: str, at: float | None) -> None:
+        self._set_alert("cooldown", key, at)
+
+    def set_firing_alert(self, key: str, record: dict[str, Any] | None) -> None:
+        self._set_alert("firing", key, record)
+
+    def _set_alert(self, name: str, key: str, value: object) -> None:
+        with self._lock:
+            section = self._data.get("alerts")
+            if not isinstance(section, dict):
+                section = self._data["alerts"] = {}
+            table = section.get(name)
+            if not isinstance(table, dict):
+                table = section[name] = {}
+            if value is None:
+                if table.pop(key, None) is None:
+                    return
+            else:
+                table[key] = value
+            self._changed()
+
     # -- saving
     def _changed(self) -> None:
         """Called with the lock held after every change."""
@@ -180,7 +220,10 @@ class StateFile:
                 if self._saved == self._changes:
                     return
                 target = self._changes
-                payload = json.dumps(self._data, sort_keys=True, indent=1).encode()
+                # compact: the C encoder (indent= takes the pure-Python one, several times
+                # slower while holding the GIL, with a storm's alerts in the file)
+                payload = json.dumps(self._data, sort_keys=True,
+                                     separators=(",", ":")).encode()
             try:
                 self._write(payload)
             except OSError as exc:
