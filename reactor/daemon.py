@@ -129,6 +129,8 @@ class Daemon:
                 await self.monitor.choose_mode()
             await self.systemd.connect()
             async with asyncio.TaskGroup() as tg:
+                # outcomes and audit rows: the cycles of `run` and of `sweep --once` write them
+                tg.create_task(self.store.run(), name="store")
                 cycles = tg.create_task(self.pipeline.run(), name="pipeline")
                 alerts = self.alerts
                 alerting = tg.create_task(alerts.run(), name="alerts") if alerts else None
@@ -156,7 +158,6 @@ class Daemon:
             if self.metrics is not None:  # before READY: a taken port fails the start
                 await self.metrics.start()
                 metrics = tg.create_task(self.metrics.run(), name="metrics")
-            tg.create_task(self.store.run(), name="audit")
             source = tg.create_task(self.monitor.run(), name="sources")
             beat = tg.create_task(self._heartbeat(), name="heartbeat")
             await self._until_ready(source)

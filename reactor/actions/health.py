@@ -96,10 +96,11 @@ async def _round(target: Target, systemd: Systemd, via_unit: bool,
 
 
 async def _unit_settled(unit: str, systemd: Systemd, settle: float) -> str | None:
-    if settle <= 0:  # the fast path: one round trip
-        active, sub = await systemd.active_state(unit)
+    if settle <= 0:  # the fast path: one Get; the others only to say why it is not active
+        active = await systemd.active(unit)
         if active == "active" or (active == "inactive" and await systemd.ran_to_success(unit)):
             return None
+        active, sub = await systemd.active_state(unit)
         return f"{unit} is {active}/{sub}"
     first = await systemd.unit_state(unit)
     if first.active_state == "inactive" and await systemd.ran_to_success(unit):

@@ -83,6 +83,9 @@ def mapped(what: str) -> Iterator[None]:
         raise map_error(exc, what) from exc
 
 
+QUEUE_PER_WORKER = 4  # calls handed to the thread pool at once, per thread
+
+
 class Database:
     """A pool of blocking connections used from asyncio through worker threads.
 
@@ -95,6 +98,9 @@ class Database:
         self.cfg = cfg
         self.observers = observers if observers is not None else Observers()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="db")
+        # the executor's own queue has no bound: calls wait here instead, as coroutines, so
+        # that a storm of lookups cannot queue work (and memory) without limit
+        self._queued = asyncio.Semaphore(workers * QUEUE_PER_WORKER)
         self._local = threading.local()
         self._lock = threading.Lock()
         self._conns: list[pymysql.Connection] = []
@@ -152,7 +158,8 @@ class Database:
         one succeeds again."""
         loop = asyncio.get_running_loop()
         try:
-            answer = await loop.run_in_executor(self._pool, self.run_sync, fn, *args)
+            async with self._queued:
+                answer = await loop.run_in_executor(self._pool, self.run_sync, fn, *args)
         except DatabaseUnavailable as exc:
             self.observers.begin(Condition.DATABASE_DOWN, str(exc))
             raise

@@ -2,6 +2,7 @@
 
 - clear(pid, note): alarma=0 and a note, only if the row is still in alarm;
 - note(pid, note): a note, alarma untouched (failure, refusal, open breaker);
+  both go through Outcomes (outcomes.py), which writes those of many cycles at once;
 - audit(step): one REACTOR_AUDIT row per step of a cycle (the Store listens to the
   Observers fan-out), buffered and written in batches by `run()` (its `at` is the time of
   the step, not of the write).
@@ -27,18 +28,15 @@ from reactor.errors import ReactorError, TransientError
 from reactor.events import Notice, Step
 from reactor.retry import Backoff
 from reactor.storage.database import Database
+from reactor.storage.outcomes import Outcomes
 from reactor.text import one_line
 
-NOTE_MAX = 100  # STATUS_PROCESS.notes is VARCHAR(100)
 DETAIL_MAX = 255
 RECORD_RETRY_FOR = 30.0
 AUDIT_BUFFER_MAX = 100_000
 AUDIT_FLUSH_INTERVAL = 0.05
 HOST = socket.gethostname()[:64]
 
-CLEAR_SQL = ("UPDATE STATUS_PROCESS SET alarma = 0, notes = %s "
-             "WHERE process_id = %s AND alarma = 1")
-NOTE_SQL = "UPDATE STATUS_PROCESS SET notes = %s WHERE process_id = %s"
 AUDIT_SQL = ("INSERT INTO REACTOR_AUDIT (at, host, cycle, process_id, process_name, unit, step, "
              "source, latency_ms, detail) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)")
 
@@ -51,15 +49,6 @@ def audit_params(row: Step) -> tuple[object, ...]:
             one_line(row.detail, DETAIL_MAX))
 
 
-def _clear(cur: pymysql.cursors.Cursor, pid: int, note: str) -> bool:
-    return bool(cur.execute(CLEAR_SQL, (one_line(note, NOTE_MAX), pid)))
-
-
-def _note(cur: pymysql.cursors.Cursor, pid: int, note: str) -> bool:
-    cur.execute(NOTE_SQL, (one_line(note, NOTE_MAX), pid))
-    return True
-
-
 def _insert_audit(cur: pymysql.cursors.Cursor, rows: list[tuple[object, ...]]) -> None:
     cur.executemany(AUDIT_SQL, rows)
 
@@ -67,17 +56,18 @@ def _insert_audit(cur: pymysql.cursors.Cursor, rows: list[tuple[object, ...]]) -
 class Store:
     def __init__(self, database: Database) -> None:
         self.database = database
+        self.outcomes = Outcomes(database)  # clears and notes, many cycles per statement
         self._rows: list[Step] = []
         self._pending = asyncio.Event()
         self._stopping = False
 
-    async def _record(self, fn: object, pid: int, note: str, what: str) -> bool | None:
-        """fn's answer, or None when the database stayed unavailable (given up)."""
+    async def _record(self, pid: int, note: str, clear: bool, what: str) -> bool | None:
+        """The write's answer, or None when the database stayed unavailable (given up)."""
         backoff = Backoff(0.1, 2.0)
         deadline = time.monotonic() + RECORD_RETRY_FOR
         while True:
             try:
-                return bool(await self.database.call(fn, pid, note))  # type: ignore[arg-type]
+                return await self.outcomes.write(pid, note, clear=clear)
             except TransientError as exc:
                 if time.monotonic() >= deadline or self._stopping:
                     logger.error("could not {} for process {} ({}); the alarm stays set",
@@ -91,16 +81,16 @@ class Store:
     async def clear(self, pid: int, note: str) -> bool | None:
         """alarma=0 + note when still in alarm: True; False when it was not in alarm;
         None when the database stayed unavailable."""
-        return await self._record(_clear, pid, note, "clear the alarm")
+        return await self._record(pid, note, True, "clear the alarm")
 
     async def note(self, pid: int, note: str) -> bool | None:
-        return await self._record(_note, pid, note, "write the note")
+        return await self._record(pid, note, False, "write the note")
 
     async def clear_once(self, pid: int, note: str) -> bool | None:
         """One try of clear(), for a caller that retries on its own and says so: None when
         the database is unavailable (or the row locked), not logged here."""
         try:
-            return bool(await self.database.call(_clear, pid, note))
+            return await self.outcomes.write(pid, note, clear=True)
         except TransientError:
             return None
 
@@ -138,7 +128,16 @@ class Store:
         return True
 
     async def run(self) -> None:
-        """Write audit rows in batches until stop(); a final flush is the caller's."""
+        """Write outcomes and audit rows, in batches, until stop(); a final flush of the
+        audit rows is the caller's."""
+        async with asyncio.TaskGroup() as tg:
+            writer = tg.create_task(self.outcomes.run(), name="outcomes")
+            try:
+                await self._audit_loop()
+            finally:
+                writer.cancel()
+
+    async def _audit_loop(self) -> None:
         backoff = Backoff(0.2, 5.0)
         while not self._stopping:
             await self._pending.wait()
