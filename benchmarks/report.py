@@ -324,6 +324,12 @@ def _storm_rows(results: dict[str, Any]) -> list[list[str]]:
                  + ", ".join(f"{r:g}" for r in s["restarts_per_s_runs"]) + "; floor "
                  + ", ".join(f"{r:g}" for r in s["floor_restarts_per_s_runs"]) + ")"]]
         rows += [
+            ["D-Bus calls per cycle (reactor's own count)",
+             ", ".join(f"{k} {v:g}" for k, v in sorted(s.get("dbus_calls_per_cycle", {})
+                                                      .items())) or "-"],
+            ["database pool calls per cycle",
+             ", ".join(f"{k} {v:g}" for k, v in sorted(s.get("database_calls_per_cycle", {})
+                                                      .items())) or "-"],
             ["CPU s used meanwhile: reactor / mariadbd / systemd sandbox",
              " / ".join("-" if s.get(k) is None else f"{s[k]:.2f}"
                         for k in ("reactor_cpu_s", "mariadbd_cpu_s", "systemd_sandbox_cpu_s"))],

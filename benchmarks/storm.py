@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import collections
 import json
+import re
 import time
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
 from benchmarks.idle import cpu_seconds
 from benchmarks.rigs import JobCounter, Lab
 from benchmarks.workload import audit_epoch, wait_audit
+from lab.mariadb import free_port
 
 Tick = Callable[[int], None]
 STORM_TIMEOUT = 900.0
@@ -50,6 +53,21 @@ def _cpu_used(before: dict[str, float | None],
     return used
 
 
+def calls_of(port: int) -> dict[str, dict[str, float]]:
+    """reactor_dbus_calls_total{member} and reactor_database_calls_total{query} from a
+    running reactor's /metrics (since its start: the storm is all it did, but for its
+    start-up sweep and name load)."""
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
+    with direct.open(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    out: dict[str, dict[str, float]] = {"dbus": {}, "database": {}}
+    for kind, metric, label in (("dbus", "reactor_dbus_calls_total", "member"),
+                                ("database", "reactor_database_calls_total", "query")):
+        for m in re.finditer(rf'^{metric}{{{label}="([^"]+)"}} (\S+)$', text, re.M):
+            out[kind][m.group(1)] = float(m.group(2))
+    return out
+
+
 def _ms(t: float | None, since: float) -> float | None:
     return None if t is None else round((t - since) * 1000, 3)
 
@@ -65,8 +83,10 @@ def run_storm(lab: Lab, rows: list[tuple[int, str]], concurrency: int, settle: f
     lo, hi = rows[0][0], rows[-1][0]
     names = [f"{name}.service" for _, name in rows]
     before = lab.unit_states(names)
+    port = free_port()
     config = lab.write_config("storm", mode="binlog", check_interval=300, server_id=server_id,
-                              settle=settle, max_concurrent=concurrency)
+                              settle=settle, max_concurrent=concurrency,
+                              listen=f"127.0.0.1:{port}")
     reactor = lab.start_reactor("run", "--config", str(config), ready=r"ready: mode=")
     counter: JobCounter | None = None
     counts: dict[str, collections.Counter[str]] = {}
@@ -95,6 +115,7 @@ def run_storm(lab: Lab, rows: list[tuple[int, str]], concurrency: int, settle: f
         wait_audit(lab, mark, pids, {"detected": units, "cleared": units})
         if cleared_at is not None:
             time.sleep(max(0.0, cleared_at + LINGER - time.time()))
+        calls = calls_of(port)
     finally:
         try:
             lab.stop_reactor(reactor)
@@ -160,6 +181,11 @@ def run_storm(lab: Lab, rows: list[tuple[int, str]], concurrency: int, settle: f
         "cleared": count("cleared"),
         # from systemd's count: every unit exactly one finished job, and it succeeded
         "exactly_once": one_done == units,
+        # what a cycle costs, from the reactor's own counters (its /metrics): D-Bus calls per
+        # method and database pool calls per query, per unit of the storm
+        "dbus_calls_per_cycle": {k: round(v / units, 3) for k, v in calls["dbus"].items()},
+        "database_calls_per_cycle": {k: round(v / units, 3)
+                                     for k, v in calls["database"].items()},
     }
 
 

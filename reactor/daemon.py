@@ -115,7 +115,8 @@ class Daemon:
             breakers=dict(self.pipeline.breakers), names=dict(self.intake.names),
             counters={"alarms": self.intake.delivered, "cycles": c.cycles,
                       "restarted": c.restarted, "failed": c.failed, "refused": c.refused,
-                      "skipped": c.skipped, "coalesced": c.coalesced})
+                      "skipped": c.skipped, "coalesced": c.coalesced},
+            dbus_calls=dict(self.systemd.calls), database_calls=dict(self.database.calls))
 
     @contextlib.asynccontextmanager
     async def _opened(self, doing: str, *,

@@ -19,6 +19,7 @@ After a loss the next call reconnects, and subscribes again.
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import time
 from collections import OrderedDict
@@ -138,6 +139,7 @@ class Systemd:
         self._early: OrderedDict[str, str] = OrderedDict()
         self._acting = asyncio.Semaphore(MAX_CALLS_IN_FLIGHT)  # calls that act on a unit
         self._reading = asyncio.Semaphore(MAX_CALLS_IN_FLIGHT)  # property reads
+        self.calls: collections.Counter[str] = collections.Counter()  # sent, per member
         self._watcher: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ connection
@@ -273,6 +275,7 @@ class Systemd:
             async with bound, asyncio.timeout(self.cfg.call_timeout):
                 if before_send is not None:
                     before_send()
+                self.calls[member] += 1
                 reply = await bus.call(msg)
         except TimeoutError:
             raise CallTimeout(f"{member}: no answer within {self.cfg.call_timeout:g} s") from None
@@ -338,16 +341,6 @@ class Systemd:
         """Several properties with pipelined Gets: about one round trip, and a tenth of the
         work GetAll costs systemd (it renders every property of the interface)."""
         return list(await asyncio.gather(*(self._get(unit, i, p) for i, p in wanted)))
-
-    async def active(self, unit: str) -> str:
-        """ActiveState alone: one Get."""
-        return str(await self._get(unit, UNIT_IFACE, "ActiveState"))
-
-    async def active_state(self, unit: str) -> tuple[str, str]:
-        """(ActiveState, SubState)."""
-        active, sub = await self._props(unit, ((UNIT_IFACE, "ActiveState"),
-                                               (UNIT_IFACE, "SubState")))
-        return str(active), str(sub)
 
     async def ran_to_success(self, unit: str) -> bool:
         """A Type=oneshot service whose last run succeeded: inactive once it has run (without

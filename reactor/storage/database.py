@@ -18,6 +18,7 @@ RowLocked: the caller retries the statement, and every connection of the pool is
 from __future__ import annotations
 
 import asyncio
+import collections
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -101,6 +102,7 @@ class Database:
         # the executor's own queue has no bound: calls wait here instead, as coroutines, so
         # that a storm of lookups cannot queue work (and memory) without limit
         self._queued = asyncio.Semaphore(workers * QUEUE_PER_WORKER)
+        self.calls: collections.Counter[str] = collections.Counter()  # per query function
         self._local = threading.local()
         self._lock = threading.Lock()
         self._conns: list[pymysql.Connection] = []
@@ -157,6 +159,7 @@ class Database:
         condition reported to the observers when a call first fails that way, and over when
         one succeeds again."""
         loop = asyncio.get_running_loop()
+        self.calls[getattr(fn, "__name__", "query")] += 1
         try:
             async with self._queued:
                 answer = await loop.run_in_executor(self._pool, self.run_sync, fn, *args)
