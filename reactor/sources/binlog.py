@@ -3,12 +3,28 @@ binary log, pushed by the server the moment a transaction commits.
 
     reader thread (mysql-replication, blocking)      event loop
     rows of one transaction ... Xid  --batch-->      on_batch(changes, checkpoint)
+    heartbeat                        --position->    on_progress(position)
+    an event it cannot decode        --detail--->    on_unreadable(detail)
 
 A session (one replication connection) runs in a worker thread. Row changes are gathered
 per transaction and handed to the event loop at the transaction's end (Xid), together with
-the position after it; only such boundaries are checkpointed, because resuming inside a
-transaction drops its remaining rows. The checkpoint is saved at once after a transaction
-that touched STATUS_PROCESS and at most once a second otherwise.
+the position after it: at once for a transaction with rows of ours, at most once a second
+otherwise. Only such boundaries are checkpointed, because resuming inside a transaction
+drops its remaining rows, and only once the consumer has handed their alarms on (`save`,
+called by the intake): a checkpoint never passes an alarm that was not delivered.
+
+Every checkpoint names the binlog history it belongs to (Origin: the server_id and the
+creation time of its file, from the FormatDescriptionEvent the server sends first). A
+session that resumes from a checkpoint compares it with what the server sends before any
+event of the file is read: another server, or the same name after RESET MASTER, is an
+ERROR naming both, and the stream restarts from the server's current position (the caller
+sweeps), never from an offset that means nothing there.
+
+Events mysql-replication cannot decode are not skipped silently: MariaDB's compressed row
+events (`log_bin_compress`) in a transaction that touched our tables, MySQL's compressed
+transactions (`binlog_transaction_compression`) and incidents (lost events) are reported
+to `on_unreadable` (the caller warns and sweeps at once); a compressed statement asks for
+a sweep like any statement logged as SQL text.
 
 The server sends a heartbeat every `[database] heartbeat` seconds; a connection silent for
 2.5 heartbeats is dead (frozen or unreachable server), the session ends and `run` opens a
@@ -31,7 +47,6 @@ every reconnect goes through `run`.
 from __future__ import annotations
 
 import asyncio
-import re
 import socket
 import threading
 import time
@@ -45,11 +60,17 @@ from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.event import (
     FormatDescriptionEvent,
     HeartbeatLogEvent,
+    NotImplementedEvent,
     QueryEvent,
     RotateEvent,
     XidEvent,
 )
-from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
+from pymysqlreplication.row_event import (
+    DeleteRowsEvent,
+    TableMapEvent,
+    UpdateRowsEvent,
+    WriteRowsEvent,
+)
 
 from reactor.config import DatabaseConfig
 from reactor.errors import (
@@ -60,35 +81,23 @@ from reactor.errors import (
 )
 from reactor.events import Condition, Happening, Observers, RowChange
 from reactor.retry import Backoff
+from reactor.sources.binlog_rules import (
+    DUPLICATE_ID,
+    REFUSED_HINTS,
+    refusal,
+    statement_kind,
+    unreadable_event,
+)
 from reactor.storage.database import map_error
-from reactor.storage.statefile import Checkpoint, StateFile
+from reactor.storage.statefile import Checkpoint, Origin, StateFile
 
 TABLES = ("STATUS_PROCESS", "PROCESE")
-IDLE_SAVE_INTERVAL = 1.0  # seconds between checkpoint saves when no alarm table changed
+IDLE_SAVE_INTERVAL = 1.0  # seconds between boundaries handed over when no table of ours changed
 ROW_EVENTS = (WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent)
 
 Batch = Callable[[list[RowChange], Checkpoint], None]
 
 STABLE_SESSION = 10.0  # seconds a session must last before the backoff starts over
-DUPLICATE_ID = 4052  # MariaDB: a reader with the same server_id is already connected
-# the server refuses the dump itself, and will go on refusing until an operator acts
-REFUSED_HINTS = {
-    1227: "GRANT {} ON *.* to the account (sql/grants.sql)",
-    1045: "check [database] user and password",
-    1698: "check [database] user and password",
-    1044: "check the account's grants (sql/grants.sql)",
-}
-_NEEDED = re.compile(r"need \(at least one of\) the (.+?) privilege")
-
-
-def _refusal(code: int, message: str) -> str:
-    """The server's message and what to do about it, naming the grant (error 1227 names
-    it: REPLICATION SLAVE for the dump, BINLOG MONITOR for the position)."""
-    needed = _NEEDED.search(message)
-    hint = REFUSED_HINTS[code].format(needed.group(1) if needed else "REPLICATION SLAVE")
-    return f"{message} (error {code}); {hint}"
-
-
 class _Stop(Exception):
     """The session was asked to stop."""
 
@@ -105,14 +114,27 @@ class _DuplicateServerId(DatabaseUnavailable):
     """The server dropped the stream: another reader connected with the same server_id."""
 
 
+class _WrongServer(BinlogPositionLost):
+    """The checkpoint was read from another binlog history than the server's."""
+
+    def __init__(self, start: Checkpoint, found: Origin) -> None:
+        self.start = start
+        self.found = found
+        super().__init__(f"checkpoint {start} is from {start.origin}, the server's "
+                         f"{start.file} is from {found}")
+
+
 UNDECODABLE_RETRIES = 3  # failures at one position before resyncing from the current one
 
 
 class BinlogSource:
     """Owns the replication connection: sessions, reconnects, checkpoints.
 
-    `on_batch` and `on_reconnect` are called in the event loop; `on_connected` too, once per
-    session when the server has accepted the dump request.
+    Every callback is called in the event loop: `on_batch` (changes, empty for a boundary
+    without rows of ours), `on_progress` (how far the stream has read), `on_statement` and
+    `on_unreadable` (the caller sweeps), `on_connected` once per session when the server
+    has accepted the dump request, `on_position_lost` when the stream starts over from the
+    server's current position.
     """
 
     def __init__(
@@ -123,6 +145,9 @@ class BinlogSource:
         on_batch: Batch,
         on_connected: Callable[[Checkpoint | None], None],
         on_statement: Callable[[], None] = lambda: None,
+        on_progress: Callable[[Checkpoint], None] = lambda cp: None,
+        on_unreadable: Callable[[str], None] = lambda detail: None,
+        on_position_lost: Callable[[], None] = lambda: None,
         backoff: Backoff | None = None,
         folds_case: bool = False,
         observers: Observers | None = None,
@@ -136,8 +161,15 @@ class BinlogSource:
         self.on_batch = on_batch
         self.on_connected = on_connected
         self.on_statement = on_statement
+        self.on_progress = on_progress
+        self.on_unreadable = on_unreadable
+        self.on_position_lost = on_position_lost
         self.backoff = backoff or Backoff(initial=0.1, cap=5.0)
+        # the last boundary read (the next session starts here) and the last one handed
+        # over (posted to the event loop), which differ by idle boundaries not yet posted
         self.position: Checkpoint | None = state.checkpoint()
+        self._posted: Checkpoint | None = self.position
+        self.saved: Checkpoint | None = self.position  # the last checkpoint saved
         self.connected = False
         self.last_event_at = 0.0  # monotonic time of the last packet (heartbeat included)
         self.transactions = 0
@@ -179,7 +211,9 @@ class BinlogSource:
                                          str(exc) or "server closed the connection")
                     if isinstance(exc, _Undecodable):
                         self.observers.happened(Happening.EVENT_UNREADABLE, str(exc))
-                    if lost is not None:
+                    if isinstance(exc, _WrongServer):
+                        self._on_wrong_server(exc, delay)
+                    elif lost is not None:
                         self._on_position_lost(lost, delay)
                     elif isinstance(exc, _DuplicateServerId):
                         logger.error(
@@ -202,7 +236,11 @@ class BinlogSource:
                     break
         finally:
             self.connected = False
-            self._save_checkpoint()
+            # boundaries read since the last one handed over held no row of ours: hand the
+            # last one over, so that the consumer can checkpoint it once it is done
+            if self.position is not None and self.position != self._posted:
+                self._posted = self.position
+                self.on_batch([], self.position)
 
     def _next_delay(self) -> float:
         """The pause before the next session: the backoff starts over only after a session
@@ -221,8 +259,31 @@ class BinlogSource:
         )
         self.observers.happened(Happening.POSITION_LOST,
                                 f"binlog position {self.position or '-'} is gone: {exc}")
+        self._start_over()
+
+    def _on_wrong_server(self, exc: _WrongServer, delay: float) -> None:
+        logger.error(
+            "the checkpoint {} belongs to another binlog history ({}) than the server's "
+            "{} ({}): another server, or its binlog was reset; not read from there: "
+            "restarting from the server's current position in {:.1f} s and sweeping",
+            exc.start, exc.start.origin, exc.start.file, exc.found, delay)
+        self.observers.happened(Happening.POSITION_LOST,
+                                f"checkpoint {exc.start} is from another server: {exc}")
+        self._start_over()
+
+    def _start_over(self) -> None:
+        """The next session starts at the server's current position."""
         self.position = None
+        self._posted = None
+        self.saved = None
         self.state.set_checkpoint(None)
+        self.on_position_lost()
+
+    def save(self, cp: Checkpoint) -> None:
+        """Checkpoint `cp`: the consumer has handed on every alarm up to it (event loop)."""
+        if cp != self.saved:
+            self.saved = cp
+            self.state.set_checkpoint(cp)
 
     def stop(self) -> None:
         """Ask the session to end: the blocked read is woken by shutting the socket down.
@@ -271,7 +332,9 @@ class BinlogSource:
             log_file=start.file if start else None,
             log_pos=start.pos if start else None,
             only_events=[*ROW_EVENTS, XidEvent, QueryEvent, RotateEvent, FormatDescriptionEvent,
-                         HeartbeatLogEvent],
+                         HeartbeatLogEvent, TableMapEvent, NotImplementedEvent],
+            # unknown event types come as NotImplementedEvent, which _read looks at
+            filter_non_implemented_events=False,
             only_schemas=[self.cfg.database.lower() if self.folds_case else self.cfg.database],
             only_tables=[t.lower() for t in TABLES] if self.folds_case else list(TABLES),
             slave_heartbeat=hb,
@@ -285,6 +348,8 @@ class BinlogSource:
         except _Reconnect:
             if not self._stopping.is_set():
                 raise
+        except _WrongServer:
+            raise
         except (pymysql.err.MySQLError, OSError, EOFError, StructError) as exc:
             # StructError: a packet torn by a dying server
             if self._stopping.is_set():
@@ -296,7 +361,7 @@ class BinlogSource:
             if code == 1236:
                 raise BinlogPositionLost(message) from exc
             if code in REFUSED_HINTS:
-                raise BinlogRefused(_refusal(code, message)) from exc
+                raise BinlogRefused(refusal(code, message)) from exc
             mapped = map_error(exc, "binlog stream")
             if isinstance(mapped, ReactorError) and not isinstance(mapped, DatabaseUnavailable):
                 # refused (grants, schema): retrying may help once an operator fixes it
@@ -318,10 +383,14 @@ class BinlogSource:
 
     def _read(self, stream: BinLogStreamReader) -> None:
         pending: list[RowChange] = []
-        touched_alarms = False
-        last_save = time.monotonic()
+        urgent = False  # the transaction touched a table of ours: hand it over at once
+        ours_mapped = False  # the transaction maps a table of ours (a compressed row event
+        unreadable = ""  # after that may hold its rows)
+        last_post = time.monotonic()
         loop = self._loop
         assert loop is not None
+        origin: Origin | None = None  # of the file being read
+        start = self.position
         for event in stream:
             now = time.monotonic()
             self.last_event_at = now
@@ -336,55 +405,98 @@ class BinlogSource:
                 else:
                     for row in event.rows:
                         pending.append(RowChange(table, row["values"], None))
-                touched_alarms = touched_alarms or table == "STATUS_PROCESS"
+                urgent = True
             elif isinstance(event, XidEvent) or (
                 isinstance(event, QueryEvent) and event.query == "COMMIT"
             ):
-                cp = Checkpoint(stream.log_file, stream.log_pos)
+                cp = Checkpoint(stream.log_file, stream.log_pos, origin)
                 self.position = cp
                 self.transactions += 1
-                if pending:
-                    loop.call_soon_threadsafe(self.on_batch, pending, cp)
+                if urgent or unreadable or now - last_post >= IDLE_SAVE_INTERVAL:
+                    self._posted = cp
+                    loop.call_soon_threadsafe(self._hand_over, pending, cp)
                     pending = []
-                if touched_alarms or now - last_save >= IDLE_SAVE_INTERVAL:
-                    self.state.set_checkpoint(cp)
-                    last_save = now
-                    touched_alarms = False
+                    last_post = now
+                if unreadable:
+                    loop.call_soon_threadsafe(self.on_unreadable, unreadable)
+                urgent = ours_mapped = False
+                unreadable = ""
+            elif isinstance(event, TableMapEvent):
+                ours_mapped = True  # only our tables pass only_schemas/only_tables
+            elif isinstance(event, NotImplementedEvent):
+                what = unreadable_event(event.event_type, ours_mapped)
+                if what is None:
+                    continue
+                if what.whole:  # a whole transaction (or none): no Xid of ours to wait for
+                    loop.call_soon_threadsafe(self.on_unreadable, what.detail)
+                elif what.detail:
+                    unreadable = what.detail
+                else:  # a compressed statement: a sweep, like any statement of unknown text
+                    logger.debug("a compressed statement cannot be read; sweeping")
+                    loop.call_soon_threadsafe(self.on_statement)
+            elif isinstance(event, HeartbeatLogEvent):
+                # sent when the server has nothing more to send: we have read it all
+                loop.call_soon_threadsafe(self.on_progress,
+                                          Checkpoint(stream.log_file, stream.log_pos))
             elif isinstance(event, RotateEvent):
-                self.position = Checkpoint(event.next_binlog, event.position)
+                # the session's first (artificial) RotateEvent names where it starts: the
+                # position keeps its origin; a real one moves to the next file
+                if self.position is None or self.position.key() != (event.next_binlog,
+                                                                     event.position):
+                    self.position = Checkpoint(event.next_binlog, event.position)
             elif isinstance(event, FormatDescriptionEvent):
                 # A new binlog file. After a server crash the old file has no closing
                 # RotateEvent, so mysql-replication keeps its table map, while the restarted
                 # server reuses table ids for other tables: their rows would be decoded with
                 # STATUS_PROCESS's columns. Every file's TableMapEvents follow this event.
                 stream.table_map.clear()
-                # the server found the file and accepted the position (a missing file fails
-                # with 1236 right after the initial RotateEvent, before this event)
+                origin = Origin(int(event.packet.server_id), int(event.timestamp),
+                                str(event.mysql_version_str))
                 if not self.connected:
+                    # the first event of a session, before any event of the file is read
+                    if (start is not None and start.origin is not None
+                            and stream.log_file == start.file
+                            and not start.origin.same_history(origin)):
+                        raise _WrongServer(start, origin)
+                    # the server found the file and accepted the position (a missing file
+                    # fails with 1236 right after the initial RotateEvent, before this event)
                     self.connected = True
                     self._connected_at = now
+                    here = self.position  # the session's start (from its RotateEvent)
+                    if here is not None and here.origin is None and here.file == stream.log_file:
+                        self.position = Checkpoint(here.file, here.pos, origin)
+                    if self.position is not None and self.position != self._posted:
+                        # where this session starts is a boundary: checkpoint it (a first
+                        # start has none yet), with its origin
+                        self._posted = self.position
+                        loop.call_soon_threadsafe(self._hand_over, [], self.position)
                     loop.call_soon_threadsafe(self.on_connected, self.position)
             elif isinstance(event, QueryEvent):
                 self._statement(event)
             if self._stopping.is_set():
                 raise _Stop()
 
+    def _hand_over(self, changes: list[RowChange], cp: Checkpoint) -> None:
+        """In the event loop: a transaction's rows (or only its boundary), then how far the
+        stream has read."""
+        self.on_batch(changes, cp)
+        self.on_progress(cp)
+
     def _statement(self, event: QueryEvent) -> None:
-        """A statement logged as SQL text (a session with binlog_format=STATEMENT/MIXED):
-        its rows never reach us, so ask for a sweep when it may touch STATUS_PROCESS."""
+        """A statement logged as SQL text. A row change of STATUS_PROCESS logged that way
+        (a session with binlog_format=STATEMENT/MIXED) never reaches us as rows: sweep."""
         query = event.query if isinstance(event.query, str) else str(event.query)
-        if query in ("BEGIN", "COMMIT"):
+        kind = statement_kind(query)
+        if kind is None:
             return
-        if "status_process" in query.lower():
-            logger.warning(
-                "a statement on STATUS_PROCESS was logged as SQL text, not rows "
-                "(a client session uses binlog_format={}); sweeping",
-                "STATEMENT/MIXED",
-            )
-            assert self._loop is not None
-            self._loop.call_soon_threadsafe(self.on_statement)
-
-    def _save_checkpoint(self) -> None:
-        if self.position is not None:
-            self.state.set_checkpoint(self.position)
-
+        if kind == "ddl":
+            logger.info("a statement on STATUS_PROCESS that changes no row: {}",
+                        " ".join(query.split())[:80])
+            return
+        logger.warning(
+            "a row change of STATUS_PROCESS was logged as SQL text, not rows "
+            "(a client session uses binlog_format={}); sweeping",
+            "STATEMENT/MIXED",
+        )
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self.on_statement)
