@@ -58,6 +58,7 @@ class MariaDB:
         self.extra_args = extra_args
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = self.dir / "mariadb.log"
+        self.tmpdir = self.dir / "tmp"
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -65,8 +66,12 @@ class MariaDB:
         self.dir.mkdir(parents=True, exist_ok=True)
         if (self.datadir / "mysql").is_dir():
             return
+        # a tmpdir of its own: in the shared /tmp, the temporary tables of two servers
+        # bootstrapping at once (named after their PIDs) were seen removed under them
+        self.tmpdir.mkdir(parents=True, exist_ok=True)
         cmd = [_binary("mariadb-install-db"), "--no-defaults", f"--datadir={self.datadir}",
-               "--auth-root-authentication-method=normal", "--skip-test-db"]
+               "--auth-root-authentication-method=normal", "--skip-test-db",
+               f"--tmpdir={self.tmpdir}"]
         if os.geteuid() == 0:
             cmd.append("--user=root")
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -75,10 +80,12 @@ class MariaDB:
 
     def start(self, timeout: float = 30.0) -> MariaDB:
         self.install()
+        self.tmpdir.mkdir(parents=True, exist_ok=True)
         cmd = [
             _binary("mariadbd"), "--no-defaults", f"--datadir={self.datadir}",
             f"--socket={self.socket}", f"--port={self.port}", "--bind-address=127.0.0.1",
             f"--pid-file={self.dir / 'mariadb.pid'}", "--server-id=1",
+            f"--tmpdir={self.tmpdir}",
             "--innodb-buffer-pool-size=64M", "--max-connections=500",
             *self.binlog_args, *self.extra_args,
         ]

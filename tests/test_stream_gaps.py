@@ -102,8 +102,8 @@ def test_a_failed_name_lookup_is_retried_within_seconds(own_mariadb: MariaDB, tm
         db.execute("GRANT SELECT ON v_process_monitor.PROCESE TO 'reactor'@'localhost'")
     got = alarm_of(p.line(timeout=15))
     assert (got["process_id"], got["process_name"]) == (20, "hidden")
-    assert gap_warnings(p) == []  # the stream did deliver it: a retry, not a gap
     sentinel(db, p)
+    assert gap_warnings(p) == []  # the stream did deliver it: a retry, not a gap
 
 
 def test_ddl_on_status_process_is_not_a_warning(db: MariaDB, tmp_path: Path,
@@ -123,20 +123,29 @@ def test_ddl_on_status_process_is_not_a_warning(db: MariaDB, tmp_path: Path,
 def test_a_sweep_racing_a_stream_that_is_behind_is_not_a_gap(db: MariaDB, tmp_path: Path,
                                                              procs: list[Proc]) -> None:
     """One UPDATE raises 5,000 alarms; the stream takes a while to decode them, and sweeps
-    every 50 ms read rows it has not reached yet. Those are not alarms the stream missed:
-    it shows them a moment later, so no gap is reported, and every alarm comes once."""
+    every 20 ms read rows it has not reached yet. Those are not alarms the stream missed:
+    it shows them a moment later, so no gap is reported, and every alarm comes once.
+    (Whether a sweep wins the race depends on timing: the scenario is repeated until one
+    has, up to five times.)"""
+    ids = range(10000, 15000)
     with db.connect(DB) as conn, conn.cursor() as cur:
-        cur.executemany("INSERT INTO PROCESE VALUES (%s, %s)",
-                        [(i, f"bulk-{i}") for i in range(10000, 15000)])
+        cur.executemany("INSERT INTO PROCESE VALUES (%s, %s)", [(i, f"bulk-{i}") for i in ids])
         cur.executemany("INSERT INTO STATUS_PROCESS (process_id, alarma) VALUES (%s, 0)",
-                        [(i,) for i in range(10000, 15000)])
+                        [(i,) for i in ids])
     p = watch(procs, write_config(tmp_path / "c.ini", db, {"monitor": {"check_interval":
-                                                                          0.05}}))
-    db.execute("UPDATE STATUS_PROCESS SET alarma = 1 WHERE process_id >= 10000", database=DB)
-    seen = [alarm_of(p.line()) for _ in range(5000)]
-    assert sorted(a["process_id"] for a in seen) == list(range(10000, 15000))
-    sources = Counter(a["source"] for a in seen)
-    assert sources["sweep"] > 0, f"no sweep raced the stream this time: {sources}"
+                                                                          0.02}}))
+    raced = Counter[str]()
+    for _ in range(5):
+        db.execute("UPDATE STATUS_PROCESS SET alarma = 1 WHERE process_id >= 10000",
+                   database=DB)
+        seen = [alarm_of(p.line()) for _ in ids]
+        assert sorted(a["process_id"] for a in seen) == list(ids)
+        raced = Counter(a["source"] for a in seen)
+        db.execute("UPDATE STATUS_PROCESS SET alarma = 0 WHERE process_id >= 10000",
+                   database=DB)
+        if raced["sweep"]:
+            break
+    assert raced["sweep"] > 0, f"no sweep raced the stream in five tries: {raced}"
     sentinel(db, p, 4)  # the stream has read past every sweep's position: all judged
     assert gap_warnings(p) == [], gap_warnings(p)[:2]
     db.execute("DELETE FROM STATUS_PROCESS WHERE process_id >= 10000", database=DB)

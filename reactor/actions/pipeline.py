@@ -156,7 +156,7 @@ class Pipeline:
             for handle in self._trials.values():
                 handle.cancel()
             self._trials.clear()
-            unissued = [t for t, slot in self._tasks.items() if not slot.issued]
+            unissued = [t for t, slot in self._tasks.items() if not slot.issued and not t.done()]
             for task in unissued:
                 task.cancel()
             if unissued:
@@ -164,7 +164,7 @@ class Pipeline:
                 logger.info("cancelled {} cycle(s) whose restart was not issued yet (process "
                             "ids {}); their alarms stay set", len(ids),
                             ", ".join(map(str, ids[:20])) + (" ..." if len(ids) > 20 else ""))
-            issued = [t for t in self._tasks if t not in unissued]
+            issued = [t for t in self._tasks if t not in unissued and not t.done()]
             pending = await self._drain(tg, issued) if issued else set()
             for task in pending:
                 task.cancel()

@@ -377,7 +377,11 @@ class Monitor:
             failing = False
             backoff.reset()
             self.ready.set()
-            await self._pause(interval)
+            try:  # the next poll: after check_interval, or at once when one is asked for
+                await asyncio.wait_for(self._sweep_wanted.wait(), timeout=interval)
+            except TimeoutError:
+                pass
+            self._sweep_wanted.clear()
 
     async def _pause(self, seconds: float) -> None:
         """Sleep, but wake at once when stop() is called."""
