@@ -133,7 +133,8 @@ class Systemd:
         self._waiting: dict[str, asyncio.Future[str]] = {}
         self._early: OrderedDict[str, str] = OrderedDict()
         self._in_flight = asyncio.Semaphore(MAX_CALLS_IN_FLIGHT)
-        self._watcher: asyncio.Task[None] | None = None
+        # one task per connection, waiting for its end; a lost connection's ends with it
+        self._watchers: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ connection
 
@@ -188,7 +189,11 @@ class Systemd:
                 raise BusUnavailable(f"systemd does not answer on the {self.cfg.bus} bus: "
                                      f"{exc}") from exc
             self._bus = bus
-            self._watcher = asyncio.get_running_loop().create_task(self._watch(bus))
+            # owned here: close() ends and awaits them
+            watcher = asyncio.get_running_loop().create_task(self._watch(bus),
+                                                             name="bus-watcher")
+            self._watchers.add(watcher)
+            watcher.add_done_callback(self._watchers.discard)
             if Condition.BUS_DOWN in self.observers.active:
                 self.observers.end(Condition.BUS_DOWN, f"connected to the {self.cfg.bus} bus")
 
@@ -222,7 +227,13 @@ class Systemd:
                 pass
 
     async def close(self) -> None:
+        """Disconnect, and end the tasks that watch the connection."""
         self._drop("closed")
+        watchers = set(self._watchers)
+        for watcher in watchers:
+            watcher.cancel()
+        if watchers:
+            await asyncio.wait(watchers)
 
     def _on_message(self, msg: Message) -> None:
         """Every incoming message passes here; only JobRemoved is ours. Returns None always."""
