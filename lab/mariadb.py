@@ -52,15 +52,13 @@ class MariaDB:
                  extra_args: tuple[str, ...] = ()) -> None:
         self.dir = Path(base)
         self.datadir = self.dir / "data"
-        # its own temporary files (temporary tables, sorts) stay in its own directory: the
-        # machine's /tmp is shared with whatever else runs there
-        self.tmpdir = self.dir / "tmp"
         self.socket = str(self.dir / "mysqld.sock")
         self.port = port or free_port()
         self.binlog_args = binlog_args
         self.extra_args = extra_args
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = self.dir / "mariadb.log"
+        self.tmpdir = self.dir / "tmp"
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -68,10 +66,12 @@ class MariaDB:
         self.dir.mkdir(parents=True, exist_ok=True)
         if (self.datadir / "mysql").is_dir():
             return
+        # a tmpdir of its own: in the shared /tmp, the temporary tables of two servers
+        # bootstrapping at once (named after their PIDs) were seen removed under them
         self.tmpdir.mkdir(parents=True, exist_ok=True)
         cmd = [_binary("mariadb-install-db"), "--no-defaults", f"--datadir={self.datadir}",
-               f"--tmpdir={self.tmpdir}",
-               "--auth-root-authentication-method=normal", "--skip-test-db"]
+               "--auth-root-authentication-method=normal", "--skip-test-db",
+               f"--tmpdir={self.tmpdir}"]
         if os.geteuid() == 0:
             cmd.append("--user=root")
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -84,8 +84,8 @@ class MariaDB:
         cmd = [
             _binary("mariadbd"), "--no-defaults", f"--datadir={self.datadir}",
             f"--socket={self.socket}", f"--port={self.port}", "--bind-address=127.0.0.1",
-            f"--tmpdir={self.tmpdir}",
             f"--pid-file={self.dir / 'mariadb.pid'}", "--server-id=1",
+            f"--tmpdir={self.tmpdir}",
             "--innodb-buffer-pool-size=64M", "--max-connections=500",
             *self.binlog_args, *self.extra_args,
         ]

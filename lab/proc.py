@@ -20,11 +20,13 @@ class ReactorProcess:
     """A `reactor` subprocess whose stdout and stderr lines are read by threads."""
 
     def __init__(self, args: list[str], env: dict[str, str] | None = None, *,
-                 echo_stderr: bool = False) -> None:
+                 echo_stderr: bool = False, wrapper: tuple[str, ...] = ()) -> None:
+        """`wrapper`: a command that runs reactor's (e.g. unshare; it must exec it, so that
+        the process is reactor's)."""
         self.args = args
         self.echo_stderr = echo_stderr
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "reactor", *args], stdout=subprocess.PIPE,
+            [*wrapper, sys.executable, "-m", "reactor", *args], stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True, cwd=REPO, bufsize=1,
             env={**os.environ, **(env or {})},
         )

@@ -1,18 +1,29 @@
-"""`reactor run`: who owns what, start-up order, readiness, and an orderly stop.
+"""`reactor run`: who owns what, start-up order, readiness, reload, and an orderly stop.
 
     start:    config -> logging -> state file -> database check (mode) -> D-Bus
-    run:      one TaskGroup owns the pipeline, the alerts, the audit writer, the sources
-              (monitor), the heartbeat (watchdog pings + STATUS=) and, with [metrics], the
-              listener and textfile writer (bound before READY); READY=1 once the first
-              sweep after the source connected is done and the bus is connected
-    stop:     SIGTERM/SIGINT -> stop intake (the source's last boundary becomes the
-              checkpoint) -> drain in-flight cycles (shutdown_timeout) -> send grouped
-              alerts (a short drain; the rest stays in the spool) -> flush audit rows
-              -> close bus and database -> write the state file
+    run:      one TaskGroup owns the pipeline, the alerts, the store (outcomes and audit
+              rows), the sources (monitor: the stream, the sweeps, the intake's lookups),
+              the heartbeat (watchdog pings + STATUS=) and, with [metrics], the listener
+              and textfile writer (bound before READY); READY=1 once the first sweep after
+              the source connected is done and the bus is connected
+    reload:   SIGHUP -> the config file read again; what may change live is used from now
+              on, the rest waits for a restart (reload.py); refused alarms looked at again
+    stop:     stop intake (the stream ends; the checkpoint is the last boundary whose
+              alarms were handed on) -> cancel the cycles whose restart was not issued
+              (their alarms stay set) -> drain those issued (shutdown_timeout) -> send
+              grouped alerts (a short drain; the rest stays in the spool) -> flush audit
+              rows -> close bus and database -> write the state file
+
+Every way out takes the stop path: SIGTERM or SIGINT; a second SIGINT (urgent: the issued
+cycles are cancelled too, audit rows and the checkpoint are still written; exit 130); the
+alarm source failing (mode=binlog and the server refuses the stream; a refusal at start)
+or an unexpected error in any task it owns: logged as an ERROR, the stop runs, then
+`serve` raises the cause (the CLI maps it to its exit status).
 
 Lifecycle lines are fixed strings (tests and operators grep for them):
     "reactor {version} starting", "ready: ...", "stopping: intake closed",
-    "stopped: {n} cycle(s) run, {m} cancelled"
+    "stopped: {n} cycle(s) run, {m} cancelled", "config reloaded ...",
+    "config reload refused: ..."
 """
 
 from __future__ import annotations
@@ -21,7 +32,8 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
 
 from loguru import logger
 
@@ -29,11 +41,13 @@ from reactor import __version__
 from reactor.actions.pipeline import Pipeline
 from reactor.actions.systemd import Systemd
 from reactor.alerts.dispatcher import build_alerts
-from reactor.config import Config
+from reactor.config import Config, LoggingConfig, load_config
+from reactor.errors import ConfigError, ReactorError
 from reactor.events import Alarm, Observers, Source
 from reactor.metrics.service import MetricsService
 from reactor.metrics.snapshot import CycleSnapshot, Snapshot, SourceSnapshot
 from reactor.notify import Notifier
+from reactor.reload import live_config
 from reactor.sources.intake import Intake
 from reactor.sources.monitor import Monitor
 from reactor.storage.database import Database
@@ -41,12 +55,23 @@ from reactor.storage.records import Store
 from reactor.storage.statefile import StateFile
 
 STATUS_INTERVAL = 5.0  # seconds between STATUS= updates when there is no watchdog
+EXIT_INTERRUPTED = 130  # the stop was urgent (a second SIGINT): cycles were cut short
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """The first of the reactor's own errors inside (nested) exception groups."""
+    if isinstance(exc, BaseExceptionGroup):
+        inner = [_cause(e) for e in exc.exceptions]
+        return next((e for e in inner if isinstance(e, ReactorError)), inner[0])
+    return exc
 
 
 class Daemon:
-    def __init__(self, config: Config, notifier: Notifier | None = None) -> None:
+    def __init__(self, config: Config, notifier: Notifier | None = None, *,
+                 relog: Callable[[LoggingConfig], None] = lambda cfg: None) -> None:
         self.config = config
         self.notifier = notifier or Notifier()
+        self.relog = relog  # sets logging up again after a reload changed [logging]
         self.state = StateFile(config.monitor.state_file)
         # every stage reports its steps and notices here; the audit writer listens first
         self.observers = Observers()
@@ -62,11 +87,13 @@ class Daemon:
         self.pipeline = Pipeline(
             config, self.systemd, self.store, self.state,
             settle=self.intake.settle, is_active=self.intake.tracker.is_active,
-            observers=self.observers,
+            refused=self.intake.refused, observers=self.observers,
         )
         self.monitor = Monitor(config, self.database, self.state, self.intake,
                                self.observers)
         self._stop = asyncio.Event()
+        self._urgent = False
+        self._failure: BaseException | None = None
         self.started_at = time.time()
         # [metrics]: counters from the steps, /metrics /status.json /healthz, textfile
         self.metrics: MetricsService | None = None
@@ -79,7 +106,11 @@ class Daemon:
     def _submit(self, alarm: Alarm) -> None:
         self.pipeline.submit(alarm)
 
-    def stop(self) -> None:
+    def stop(self, *, urgent: bool = False) -> None:
+        """Stop in order; urgent (a second SIGINT): without waiting for cycles in flight."""
+        if urgent:
+            self._urgent = True
+            self.pipeline.close(urgent=True)  # cuts a drain already waiting short
         self._stop.set()
 
     def status_line(self) -> str:
@@ -118,11 +149,65 @@ class Daemon:
                       "skipped": c.skipped, "coalesced": c.coalesced},
             dbus_calls=dict(self.systemd.calls), database_calls=dict(self.database.calls))
 
+    # ------------------------------------------------------------------ reload
+
+    def reload(self) -> bool:
+        """Read the config file again (SIGHUP). True when the new one is in use."""
+        path = self.config.path
+        if self._stop.is_set():
+            logger.warning("config reload ignored: stopping")
+            return False
+        logger.info("reloading the config from {}", path)
+        try:
+            new = load_config(path)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                logger.error("config reload refused: {}: {}", path, problem)
+            logger.error("config reload refused: the running config stays in force")
+            return False
+        live, held = live_config(self.config, new)
+        for key in held:
+            logger.warning("config reload: {} changed, which needs a restart "
+                           "(systemctl restart reactor); the running value stays until then",
+                           key)
+        if live.logging != self.config.logging:
+            try:
+                self.relog(live.logging)
+            except ConfigError as exc:  # a log file it cannot open: back to the old one
+                self.relog(self.config.logging)
+                for problem in exc.problems:
+                    logger.error("config reload refused: {}: {}", path, problem)
+                return False
+        self.config = live
+        self.systemd.cfg = live.systemd  # the same bus; its timeouts apply to the next calls
+        self.pipeline.reconfigure(live)
+        self.monitor.reconfigured(live)
+        logger.info("config reloaded: {} process section(s)", len(live.processes))
+        return True
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def _guard(self, coro: Coroutine[Any, Any, None], what: str) -> None:
+        """Run a task the daemon owns; its failure stops the daemon in order (the cause is
+        raised by serve() afterwards) instead of tearing down every other task."""
+        try:
+            await coro
+        except Exception as exc:  # noqa: BLE001 - every failure takes the ordered stop
+            cause = _cause(exc)
+            if isinstance(cause, ReactorError):
+                logger.error("{} failed: {}; stopping", what, cause)
+            else:
+                logger.opt(exception=exc).error("{} failed unexpectedly; stopping", what)
+            if self._failure is None:
+                self._failure = cause
+            self._stop.set()
+
     @contextlib.asynccontextmanager
     async def _opened(self, doing: str, *,
                       check_server: bool) -> AsyncIterator[asyncio.TaskGroup]:
         """The state file held, (the server checked,) the bus connected and the pipeline
-        taking cycles; on the way out, audit rows flushed and everything closed again."""
+        taking cycles; on the way out, cycles stopped, audit rows flushed and everything
+        closed again."""
         logger.info("reactor {} {} (config {})", __version__, doing, self.config.path)
         self.state.acquire()
         try:
@@ -131,20 +216,25 @@ class Daemon:
             await self.systemd.connect()
             async with asyncio.TaskGroup() as tg:
                 # outcomes and audit rows: the cycles of `run` and of `sweep --once` write them
-                tg.create_task(self.store.run(), name="store")
-                cycles = tg.create_task(self.pipeline.run(), name="pipeline")
+                tg.create_task(self._guard(self.store.run(), "store"), name="store")
+                cycles = tg.create_task(self._guard(self.pipeline.run(), "pipeline"),
+                                        name="pipeline")
                 alerts = self.alerts
-                alerting = tg.create_task(alerts.run(), name="alerts") if alerts else None
+                alerting = tg.create_task(self._guard(alerts.run(), "alerts"),
+                                          name="alerts") if alerts else None
                 await self.pipeline.started.wait()
-                yield tg
-                self.pipeline.close()
-                await cycles
-                if alerts and alerting:  # after the cycles: their last alerts go out too
-                    alerts.close()
-                    await alerting
-                # only now: outcomes of the cycles that finished while stopping still retry
-                # a database that is briefly away
-                self.store.stop()
+                try:
+                    yield tg
+                finally:
+                    self.monitor.stop()
+                    self.pipeline.close(urgent=self._urgent)
+                    await cycles
+                    if alerts and alerting:  # after the cycles: their last alerts go out too
+                        alerts.close()
+                        await alerting
+                    # only now: outcomes of the cycles that finished while stopping still
+                    # retry a database that is briefly away
+                    self.store.stop()
             await self.store.flush()
         finally:
             self.monitor.stop()
@@ -153,16 +243,20 @@ class Daemon:
             self.state.close()
 
     async def serve(self) -> int:
-        """Run until stop(). Raises the start-up errors (database, server, bus) to the CLI."""
+        """Run until stop() or a failure. Raises the start-up errors (database, server,
+        bus) to the CLI, and after the ordered stop the error that caused it."""
         async with self._opened("starting", check_server=True) as tg:
             metrics = None
             if self.metrics is not None:  # before READY: a taken port fails the start
                 await self.metrics.start()
-                metrics = tg.create_task(self.metrics.run(), name="metrics")
-            source = tg.create_task(self.monitor.run(), name="sources")
-            beat = tg.create_task(self._heartbeat(), name="heartbeat")
+                metrics = tg.create_task(self._guard(self.metrics.run(), "metrics"),
+                                         name="metrics")
+            source = tg.create_task(self._guard(self.monitor.run(), "alarm source"),
+                                    name="sources")
+            beat = tg.create_task(self._guard(self._heartbeat(), "heartbeat"),
+                                  name="heartbeat")
             await self._until_ready(source)
-            if self.monitor.ready.is_set():
+            if self.monitor.ready.is_set() and not self._stop.is_set():
                 logger.info("ready: mode={} bus={} position={}", self.monitor.mode,
                             self.systemd.describe(), self.monitor.position or "-")
                 self.notifier.ready(self.status_line())
@@ -176,7 +270,9 @@ class Daemon:
                 metrics.cancel()
         logger.info("stopped: {} cycle(s) run, {} cancelled", self.pipeline.counters.cycles,
                     self.pipeline.cancelled)
-        return 0
+        if self._failure is not None:
+            raise self._failure
+        return EXIT_INTERRUPTED if self._urgent else 0
 
     async def sweep_once(self) -> int:
         """One sweep, every alarm found handled to the end; the number of failed cycles."""

@@ -68,11 +68,11 @@ def test_settled_alarm_still_set_is_retried_by_the_next_sweep() -> None:
     assert t.sweep([1], t.now()) == []  # in hand
     t.settle(1)
     assert t.sweep([1], t.now()) == [1]
-    assert t.retried == {1}  # a retry, not an alarm the stream missed (no sweep catch)
+    assert t.again == {1}  # a retry, not an alarm the stream missed (no sweep catch)
     assert t.sweep([1], t.now()) == []
-    assert t.retried == set()
+    assert t.again == set()
     assert t.sweep([1, 2], t.now()) == [2]  # 2: never delivered, the sweep caught it
-    assert t.retried == set()
+    assert t.again == set()
 
 
 def test_cleared_then_raised_again_is_a_new_alarm() -> None:

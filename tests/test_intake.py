@@ -1,45 +1,192 @@
-"""Intake (pure logic around the tracker; the database is a stand-in that fails)."""
+"""Intake (pure logic around the tracker; the database is a stand-in that answers or fails)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from reactor.errors import DatabaseUnavailable
 from reactor.events import Alarm, RowChange, Source
 from reactor.sources.intake import Intake
+from reactor.storage import queries
 from reactor.storage.statefile import Checkpoint
 
 
-class DownDatabase:
+class FakeDatabase:
+    """Answers fetch_name / fetch_status from a dict; `down` makes every call fail;
+    `gate` holds every call until it is set."""
+
+    def __init__(self, names: dict[int, str] | None = None,
+                 alarms: dict[int, int] | None = None) -> None:
+        self.names = names or {}
+        self.alarms = alarms or {}
+        self.down = False
+        self.gate = asyncio.Event()
+        self.gate.set()
+
     async def call(self, fn: Any, *args: Any) -> Any:
-        raise DatabaseUnavailable("server gone")
+        await self.gate.wait()
+        if self.down:
+            raise DatabaseUnavailable("server gone")
+        pid = args[0]
+        if fn is queries.fetch_name:
+            return self.names.get(pid)
+        if fn is queries.fetch_status:
+            return (self.alarms.get(pid, 0), self.names.get(pid))
+        raise AssertionError(fn)
 
 
-def test_alarm_whose_name_cannot_be_looked_up_is_left_to_the_next_sweep() -> None:
+def raised(pid: int) -> list[RowChange]:
+    return [RowChange("STATUS_PROCESS", {"process_id": pid, "alarma": 0},
+                      {"process_id": pid, "alarma": 1})]
+
+
+def renamed(pid: int, name: str) -> list[RowChange]:
+    return [RowChange("PROCESE", {"process_id": pid, "process_name": "old"},
+                      {"process_id": pid, "process_name": name})]
+
+
+def running(intake: Intake, scenario: Callable[[], Awaitable[None]]) -> None:
+    """Run scenario() while the intake owns its lookups."""
+    async def main() -> None:
+        task = asyncio.create_task(intake.run())
+        await asyncio.sleep(0)
+        try:
+            await scenario()
+        finally:
+            intake.close()
+            await task
+
+    asyncio.run(main())
+
+
+async def settle_down() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def test_alarm_whose_name_cannot_be_looked_up_asks_for_a_prompt_sweep() -> None:
     """The stream's cache lacks the name and the database is down: the alarm is not
-    emitted nameless (that would be a refusal), and the next sweep delivers it."""
+    emitted nameless (that would be a refusal), the owner is asked for a sweep soon, and
+    that sweep hands it over as a retry (not as an alarm the stream missed)."""
     emitted: list[Alarm] = []
+    trouble: list[int] = []
+    db = FakeDatabase()
+    db.down = True
+    intake = Intake(emitted.append, db)  # type: ignore[arg-type]
+    intake.on_trouble = lambda: trouble.append(1)
 
     async def scenario() -> None:
-        intake = Intake(emitted.append, DownDatabase())  # type: ignore[arg-type]
-        intake.on_batch([RowChange("STATUS_PROCESS", {"process_id": 9, "alarma": 0},
-                                   {"process_id": 9, "alarma": 1})], Checkpoint("b.1", 4))
-        await asyncio.sleep(0.01)
-        assert emitted == [] and not intake.tracker.is_active(9)
+        intake.on_batch(raised(9), Checkpoint("b.1", 4))
+        await settle_down()
+        assert emitted == [] and trouble == [1]
         assert intake.on_sweep([(9, "worker")], intake.sweep_started(), Source.SWEEP) == [9]
+        assert intake.again == {9}
 
-    asyncio.run(scenario())
+    running(intake, scenario)
     assert [(a.process_id, a.process_name) for a in emitted] == [(9, "worker")]
 
 
 def test_sweep_row_without_a_name_is_delivered_as_unknown_at_once() -> None:
     """The sweep's LEFT JOIN already says PROCESE has no such id: no extra lookup."""
     emitted: list[Alarm] = []
+    intake = Intake(emitted.append, FakeDatabase())  # type: ignore[arg-type]
+    assert intake.on_sweep([(7, None)], intake.sweep_started(), Source.SWEEP) == [7]
+    assert intake.again == set()
+    assert [(a.process_id, a.process_name) for a in emitted] == [(7, None)]
+
+
+def test_a_checkpoint_waits_for_the_lookups_of_earlier_transactions() -> None:
+    """While a name lookup is in flight, no later position is declared safe (`reactor
+    watch --state-file` must not checkpoint a row it has not printed yet)."""
+    safe: list[Checkpoint] = []
+    db = FakeDatabase(names={9: "worker"})
+    db.gate.clear()
+    intake = Intake(lambda alarm: None, db)  # type: ignore[arg-type]
+    intake.on_safe = safe.append
 
     async def scenario() -> None:
-        intake = Intake(emitted.append, DownDatabase())  # type: ignore[arg-type]
-        assert intake.on_sweep([(7, None)], intake.sweep_started(), Source.SWEEP) == [7]
+        intake.on_batch([], Checkpoint("b.1", 10))
+        intake.on_batch(raised(9), Checkpoint("b.1", 20))  # 9's name is not cached
+        intake.on_batch([], Checkpoint("b.1", 30))
+        await settle_down()
+        assert safe == [Checkpoint("b.1", 10)]
+        db.gate.set()
+        await settle_down()
+        assert safe == [Checkpoint("b.1", 10), Checkpoint("b.1", 30)]
 
-    asyncio.run(scenario())
-    assert [(a.process_id, a.process_name) for a in emitted] == [(7, None)]
+    running(intake, scenario)
+
+
+def test_a_lookup_cancelled_at_stop_declares_nothing_safe() -> None:
+    safe: list[Checkpoint] = []
+    db = FakeDatabase(names={9: "worker"})
+    db.gate.clear()
+    emitted: list[Alarm] = []
+    intake = Intake(emitted.append, db)  # type: ignore[arg-type]
+    intake.on_safe = safe.append
+
+    async def scenario() -> None:
+        intake.on_batch([], Checkpoint("b.1", 10))
+        intake.on_batch(raised(9), Checkpoint("b.1", 20))
+        await settle_down()
+
+    running(intake, scenario)
+    assert safe == [Checkpoint("b.1", 10)] and emitted == []
+
+
+def test_an_unchanged_refusal_is_left_alone_by_sweeps() -> None:
+    """A refused alarm is not handed over at every sweep (which would rewrite its note and
+    audit rows) while its name and the config are those it was refused with."""
+    emitted: list[Alarm] = []
+    intake = Intake(emitted.append, FakeDatabase())  # type: ignore[arg-type]
+    assert intake.on_sweep([(5, "bad name")], intake.sweep_started(), Source.SWEEP) == [5]
+    intake.refused(5, "bad name")
+    assert intake.on_sweep([(5, "bad name")], intake.sweep_started(), Source.SWEEP) == []
+    assert intake.on_sweep([(5, "good")], intake.sweep_started(), Source.SWEEP) == [5]
+    assert intake.again == {5}
+
+
+def test_a_refusal_is_looked_at_again_after_a_reload() -> None:
+    emitted: list[Alarm] = []
+    intake = Intake(emitted.append, FakeDatabase())  # type: ignore[arg-type]
+    intake.on_sweep([(5, "web")], intake.sweep_started(), Source.SWEEP)
+    intake.refused(5, "web")
+    assert intake.on_sweep([(5, "web")], intake.sweep_started(), Source.SWEEP) == []
+    assert intake.reconfigured() == 1
+    assert intake.on_sweep([(5, "web")], intake.sweep_started(), Source.SWEEP) == [5]
+
+
+def test_a_refused_alarm_heals_when_its_procese_row_changes_in_the_stream() -> None:
+    """The rename is seen in the stream: the alarm is checked (still set?) and handed over
+    again with the new name, without anyone touching alarma."""
+    emitted: list[Alarm] = []
+    db = FakeDatabase(names={5: "web"}, alarms={5: 1})
+    intake = Intake(emitted.append, db)  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        intake.on_batch(raised(5), Checkpoint("b.1", 10))
+        intake.refused(5, "bad name")
+        intake.on_batch(renamed(5, "web"), Checkpoint("b.1", 20))
+        await settle_down()
+
+    intake.names[5] = "bad name"
+    running(intake, scenario)
+    assert [(a.process_id, a.process_name) for a in emitted] == [(5, "bad name"), (5, "web")]
+
+
+def test_a_rename_of_a_process_whose_alarm_was_reset_hands_nothing_over() -> None:
+    emitted: list[Alarm] = []
+    db = FakeDatabase(names={5: "web"}, alarms={5: 0})
+    intake = Intake(emitted.append, db)  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        intake.on_batch(raised(5), Checkpoint("b.1", 10))
+        intake.refused(5, "bad name")
+        intake.on_batch(renamed(5, "web"), Checkpoint("b.1", 20))
+        await settle_down()
+
+    intake.names[5] = "bad name"
+    running(intake, scenario)
+    assert [a.process_id for a in emitted] == [5]

@@ -138,6 +138,7 @@ def test_unit_agrees_with_the_daemon(tmp_path: Path) -> None:
     assert one("Type") == "notify" and one("NotifyAccess") == "main"
     assert 2 <= seconds(one("WatchdogSec")) <= 60
     assert one("ExecStart") == SHIPPED_EXEC
+    assert one("ExecReload") == "/bin/kill -HUP $MAINPID"  # reactor run reloads on SIGHUP
     assert one("Restart") == "on-failure" and seconds(one("RestartSec")) >= 1
     assert {str(EXIT_CONFIG), str(EXIT_USAGE)} <= set(one("RestartPreventExitStatus").split())
     assert seconds(one("TimeoutStopSec")) > config.monitor.shutdown_timeout + 5
@@ -654,6 +655,34 @@ def test_binlog_service_restarts_units_reports_status_and_stops_cleanly(
     assert "stopped: 1 cycle(s) run" in text
     assert " ERROR " not in text and " WARNING " not in text, text  # nothing the sandbox broke
     assert json.loads(state.read_text())
+
+
+@pytest.mark.mariadb
+@pytest.mark.systemd
+def test_systemctl_reload_rereads_the_config_without_a_restart(
+        service: Service, sbx: SystemdSandbox, db: MariaDB, tmp_path: Path) -> None:
+    """ExecReload= (SIGHUP): `systemctl reload` makes the running daemon read its config
+    again: same main process, no restart, and the new allowed_units in force (an alarm it
+    refused before is handled). An invalid file is refused and the service stays active."""
+    rig = Rig(db, sbx, tmp_path, [])
+    pid, name = rig.add("reloaded")
+    config = service.config(db, {"allowed_units": "nothing-*.service"})
+    service.install(reactor_exec(config))
+    service.start()
+    service.wait_state("active")
+    main_pid = service.prop("MainPID")
+    rig.alarm(pid)
+    rig.wait_step(pid, "refused")
+    service.config(db, {"allowed_units": "*.service"})
+    sbx.manager("ReloadUnit", "ss", service.name, "replace")
+    rig.wait_cleared(pid)
+    assert "config reloaded" in service.output()
+    config.write_text(config.read_text() + "\n[nonsense]\n")
+    sbx.manager("ReloadUnit", "ss", service.name, "replace")
+    wait_for(lambda: "config reload refused" in service.output(), what="the refusal logged")
+    assert "[nonsense]: unknown section" in service.output()
+    assert service.prop("ActiveState") == "active" and service.prop("MainPID") == main_pid
+    assert service.prop("NRestarts") == "0"
 
 
 @pytest.mark.mariadb

@@ -3,9 +3,10 @@
 `%s` in any argument is replaced by the process name, inside that one argument: a name
 can never add, remove or split arguments, whatever characters it holds.
 
-At most `max_concurrent_restarts` commands run at once (set_limit): one UPDATE that alarms
-a thousand processes must not fork a thousand health checks at the same moment. The
-timeout of a command starts when it starts, not while it waits for its turn.
+At most `max_concurrent_restarts` commands run at once (`turns`, a semaphore the pipeline
+owns): one UPDATE that alarms a thousand processes must not fork a thousand health checks
+at the same moment. The timeout of a command starts when it starts, not while it waits for
+its turn.
 
 Error handling: a command that cannot be started (not found, not executable) is a result
 with exit status 127/126, not an exception; a timeout kills the command's whole process
@@ -15,33 +16,15 @@ group (it runs in a session of its own) and raises CallTimeout.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
-import weakref
 from dataclasses import dataclass
 
 from reactor.errors import CallTimeout
 
 OUTPUT_KEPT = 300  # characters of output kept for notes and logs
-_limit = 32
-_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = \
-    weakref.WeakKeyDictionary()
-
-
-def set_limit(n: int) -> None:
-    """How many commands may run at once (from now on, in every event loop)."""
-    global _limit
-    _limit = n
-    _turns.clear()
-
-
-def _turn() -> asyncio.Semaphore:
-    loop = asyncio.get_running_loop()
-    sem = _turns.get(loop)
-    if sem is None:
-        sem = _turns[loop] = asyncio.Semaphore(_limit)
-    return sem
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,10 +48,11 @@ def substitute(template: tuple[str, ...], name: str) -> tuple[str, ...]:
     return tuple(arg.replace("%s", name) for arg in template)
 
 
-async def run(template: tuple[str, ...], name: str, timeout: float) -> CommandResult:
-    """Run template with %s = name, when its turn comes; wait for it to exit within
-    timeout."""
-    async with _turn():
+async def run(template: tuple[str, ...], name: str, timeout: float, *,
+              turns: asyncio.Semaphore | None = None) -> CommandResult:
+    """Run template with %s = name, when `turns` gives it a turn (None: at once); wait for
+    it to exit within timeout."""
+    async with turns if turns is not None else contextlib.nullcontext():
         return await _run(substitute(template, name), timeout)
 
 

@@ -43,13 +43,15 @@ class Verdict:
     elapsed_ms: float
 
 
-async def check(target: Target, systemd: Systemd, *, via_unit: bool) -> Verdict:
+async def check(target: Target, systemd: Systemd, *, via_unit: bool,
+                turns: asyncio.Semaphore | None = None) -> Verdict:
+    """`turns`: the semaphore a health_check_command waits for (commands.run)."""
     s = target.settings
     start = time.monotonic()
     deadline = start + s.health_check_timeout
     while True:
         try:
-            reason = await _round(target, systemd, via_unit, deadline)
+            reason = await _round(target, systemd, via_unit, deadline, turns)
         except ReactorError as exc:
             reason = str(exc)
         elapsed = (time.monotonic() - start) * 1000
@@ -62,7 +64,7 @@ async def check(target: Target, systemd: Systemd, *, via_unit: bool) -> Verdict:
 
 
 async def _round(target: Target, systemd: Systemd, via_unit: bool,
-                 deadline: float) -> str | None:
+                 deadline: float, turns: asyncio.Semaphore | None) -> str | None:
     s = target.settings
     probes = bool(s.health_check_command or s.health_check_tcp or s.health_check_url)
     if via_unit:
@@ -77,7 +79,7 @@ async def _round(target: Target, systemd: Systemd, via_unit: bool,
     budget = max(0.05, deadline - time.monotonic())
     if s.health_check_command:
         result = await commands.run(s.health_check_command, target.name,
-                                    min(s.command_timeout, budget))
+                                    min(s.command_timeout, budget), turns=turns)
         if not result.ok:
             return f"health check {result.summary()}"
     if s.health_check_tcp:

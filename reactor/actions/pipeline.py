@@ -7,13 +7,19 @@ Per process, one cycle is in flight: alarms that arrive before the restart was i
 coalesce into it; one that arrives after earns exactly one more cycle (and the alarm is
 cleared only by the last). Two processes that name the same unit take turns. Restart
 actions share a semaphore of `max_concurrent_restarts` (commands another of the same
-size); waits (delays, settle times) hold nothing, so a slow or failing process never
-delays another.
+size; both owned here); waits (delays, settle times) hold nothing, so a slow or failing
+process never delays another.
 
 Outcomes: success clears the alarm (if still set) with a note; failure leaves it set, with
 a note saying why, and lets a later sweep retry it; a refusal (unknown id, bad or denied
-name) is noted and not retried until the row changes; an open breaker is noted and a trial
-is scheduled for when it half-opens.
+name) is noted and reported to `refused`, which looks at it again when its PROCESE row or
+the config changes; an open breaker is noted and a trial is scheduled for when it
+half-opens. `reconfigure` hands over a reloaded config: new cycles use it.
+
+Stop (`close`): cycles whose restart was not issued yet are cancelled at once (their
+alarms stay set); those whose restart was issued may finish for up to `shutdown_timeout`
+seconds, then are cancelled too; `close(urgent=True)` (a second SIGINT) cancels them all
+at once, also while already waiting.
 
 A clear the database would not take (down, or the row locked, past RECORD_RETRY_FOR) is
 retried in the background with backoff, for up to CLEAR_RETRY_FOR: the unit was restarted
@@ -68,6 +74,7 @@ class Slot:
     alarm: Alarm
     issued_attempt: int = 0  # the attempt whose restart was issued; 0 = none yet
     again: Alarm | None = None  # an alarm raised after that: one more cycle
+    refused: bool = False  # the current cycle was refused (units.resolve)
 
     @property
     def issued(self) -> bool:
@@ -103,6 +110,7 @@ class Counters:
 class Pipeline:
     def __init__(self, config: Config, systemd: Systemd, store: Store, state: StateFile, *,
                  settle: Callable[[int], None], is_active: Callable[[int], bool],
+                 refused: Callable[[int, str | None], None] | None = None,
                  observers: Observers | None = None) -> None:
         self.config = config
         self.systemd = systemd
@@ -110,19 +118,21 @@ class Pipeline:
         self.observers = observers if observers is not None else Observers([store])
         self.state = state
         self.settle = settle
+        self.refused = refused or (lambda pid, name: None)
         self.is_active = is_active
         self.counters = Counters()
         self.breakers = {k: Breaker.from_json(v) for k, v in state.breakers().items()}
         self._slots: dict[int, Slot] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[asyncio.Task[None], Slot] = {}
         self._clears: dict[int, _PendingClear] = {}
         self._trials: dict[int, asyncio.TimerHandle] = {}
         self._sem = asyncio.Semaphore(config.monitor.max_concurrent_restarts)
-        commands.set_limit(config.monitor.max_concurrent_restarts)
+        self._turns = asyncio.Semaphore(config.monitor.max_concurrent_restarts)  # commands
         self._units: dict[str, _UnitTurn] = {}
         self._ids = itertools.count(time.time_ns() // 1000)
         self._tg: asyncio.TaskGroup | None = None
         self._closing = asyncio.Event()
+        self._urgent = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self.started = asyncio.Event()  # set once run() can take cycles
@@ -162,34 +172,82 @@ class Pipeline:
         self._slots[alarm.process_id] = slot
         self._idle.clear()
         task = self._tg.create_task(self._run_slot(slot), name=f"cycle-{alarm.process_id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks[task] = slot
+        task.add_done_callback(self._forget_task)
+
+    def _forget_task(self, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(task, None)
 
     async def run(self) -> None:
-        """Own the cycles until close(); then let them finish within the shutdown timeout
-        and cancel the rest."""
+        """Own the cycles until close(); then stop them as the module docstring says."""
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
             self.started.set()
             await self._closing.wait()
             for handle in self._trials.values():
                 handle.cancel()
+            self._trials.clear()
             self._drop_clears()
-            tasks = set(self._tasks)
-            if not tasks:
-                return
-            timeout = self.config.monitor.shutdown_timeout
-            logger.info("waiting up to {:g} s for {} cycle(s) in flight", timeout, len(tasks))
-            _, pending = await asyncio.wait(tasks, timeout=timeout)
+            unissued = [t for t, slot in self._tasks.items() if not slot.issued and not t.done()]
+            for task in unissued:
+                task.cancel()
+            if unissued:
+                ids = sorted(self._tasks[t].alarm.process_id for t in unissued)
+                logger.info("cancelled {} cycle(s) whose restart was not issued yet (process "
+                            "ids {}); their alarms stay set", len(ids),
+                            ", ".join(map(str, ids[:20])) + (" ..." if len(ids) > 20 else ""))
+            issued = [t for t in self._tasks if t not in unissued and not t.done()]
+            pending = await self._drain(tg, issued) if issued else set()
             for task in pending:
                 task.cancel()
-            self.cancelled = len(pending)
+            self.cancelled = len(unissued) + len(pending)
             if pending:
-                logger.warning("cancelled {} cycle(s) still in flight; their alarms stay set "
-                               "and are handled at the next start", len(pending))
+                logger.warning("cancelled {} cycle(s) still in flight (their restart was "
+                               "issued); their alarms stay set and are handled at the next "
+                               "start", len(pending))
 
-    def close(self) -> None:
+    async def _drain(self, tg: asyncio.TaskGroup,
+                     tasks: list[asyncio.Task[None]]) -> set[asyncio.Task[None]]:
+        """Wait for `tasks` up to the shutdown timeout, or until an urgent close; returns
+        those still running."""
+        pending: set[asyncio.Task[None]] = set(tasks)
+        if self._urgent.is_set():
+            return pending
+        timeout = self.config.monitor.shutdown_timeout
+        logger.info("waiting up to {:g} s for {} cycle(s) whose restart was issued", timeout,
+                    len(pending))
+        urgent = tg.create_task(self._until_urgent(), name="urgent-stop")
+        deadline = time.monotonic() + timeout
+        try:
+            while pending and not urgent.done():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                _, pending = await asyncio.wait({*pending, urgent}, timeout=left,
+                                                return_when=asyncio.FIRST_COMPLETED)
+                pending.discard(urgent)
+        finally:
+            urgent.cancel()
+        return {t for t in pending if not t.done()}
+
+    async def _until_urgent(self) -> None:
+        await self._urgent.wait()
+
+    def close(self, *, urgent: bool = False) -> None:
+        """Stop taking alarms; urgent: do not wait for cycles in flight either."""
+        if urgent:
+            self._urgent.set()
         self._closing.set()
+
+    def reconfigure(self, config: Config) -> None:
+        """A reloaded config, for the cycles that start from now on (those in flight keep
+        the one they started with; a changed max_concurrent_restarts bounds new restarts
+        and commands, while those already running finish)."""
+        limit = config.monitor.max_concurrent_restarts
+        if limit != self.config.monitor.max_concurrent_restarts:
+            self._sem = asyncio.Semaphore(limit)
+            self._turns = asyncio.Semaphore(limit)
+        self.config = config
 
     async def wait_idle(self) -> None:
         """Until no cycle is in flight."""
@@ -201,11 +259,15 @@ class Pipeline:
         pid = slot.alarm.process_id
         try:
             alarm: Alarm | None = slot.alarm
+            last = slot.alarm
             while alarm is not None:
+                last, slot.refused = alarm, False
                 done = await self._cycle(alarm, slot)
                 alarm, slot.again, slot.issued_attempt = slot.again, None, 0
             if done:  # only now: a sweep may bring the alarm back if it is still set
                 self.settle(pid)
+            elif slot.refused:  # looked at again when its row or the config changes
+                self.refused(pid, last.process_name)
         except Exception:  # a bug outside the attempts (store, breaker): keep the others going
             logger.exception("cycle for process {} failed unexpectedly; its alarm stays set",
                              pid)
@@ -243,6 +305,7 @@ class Pipeline:
             self.counters.refused += 1
             log.warning("alarm refused: {}", exc)
             step("refused", str(exc))
+            slot.refused = True
             await self.store.note(pid, f"refused {hhmmss(time.time())}: {exc}")
             return False
         # two rows may name one unit (the same name twice, or `unit =`): their cycles take
@@ -302,7 +365,7 @@ class Pipeline:
         if s.pre_restart_command:
             try:
                 result = await commands.run(s.pre_restart_command, target.name,
-                                            s.command_timeout)
+                                            s.command_timeout, turns=self._turns)
                 failed = None if result.ok else result.summary()
             except CallTimeout as exc:
                 failed = str(exc)
@@ -326,7 +389,8 @@ class Pipeline:
             if attempt.ok:
                 step("restarted", f"{attempt.method}: {attempt.detail}", unit,
                      method=attempt.method)
-                verdict = await health.check(target, self.systemd, via_unit=attempt.via_unit)
+                verdict = await health.check(target, self.systemd, via_unit=attempt.via_unit,
+                                             turns=self._turns)
                 if verdict.ok:
                     step("health_ok", f"after {verdict.elapsed_ms:.0f} ms", unit)
                     return True, "", attempt.method

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import time
 from dataclasses import dataclass
 
@@ -125,33 +126,25 @@ async def stop(refs: list[ProcRef], grace: float) -> tuple[int, int]:
     return len(refs) - len(left), len(left)
 
 
-_children: set[asyncio.Task[None]] = set()
-
-
 async def start(template: tuple[str, ...], name: str) -> None:
     """Start the program with start_command (%s = name). It runs in a session of its own and
-    may stay in the foreground or fork; it fails only when it exits non-zero at once."""
+    may stay in the foreground or fork; it fails only when it exits non-zero at once.
+
+    A program still running after START_CHECK is left to itself: no task waits for it
+    (the subprocess module reaps it once it has exited), and reactor stopping does not
+    end it (under systemd it lives in reactor's cgroup, which KillMode= governs)."""
     if not template:
         raise UnitOperationFailed(f"{name} is not a unit and has no start_command")
     argv = substitute(template, name)
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
-        )
+        proc = await asyncio.to_thread(
+            subprocess.Popen, argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True)
     except OSError as exc:
         raise UnitOperationFailed(f"start_command {argv[0]}: {exc.strerror}") from exc
-    try:
-        status = await asyncio.wait_for(proc.wait(), START_CHECK)
-    except TimeoutError:
-        # still running: a foreground program. Reap it whenever it exits.
-        task = asyncio.get_running_loop().create_task(_reap(proc))
-        _children.add(task)
-        task.add_done_callback(_children.discard)
-        return
-    if status != 0:
+    deadline = time.monotonic() + START_CHECK
+    # a program we do not wait for: no event announces its exit, so look every 20 ms
+    while (status := proc.poll()) is None and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.02)
+    if status is not None and status != 0:
         raise UnitOperationFailed(f"start_command {os.path.basename(argv[0])} exited {status}")
-
-
-async def _reap(proc: asyncio.subprocess.Process) -> None:
-    await proc.wait()

@@ -140,7 +140,8 @@ class Systemd:
         self._acting = asyncio.Semaphore(MAX_CALLS_IN_FLIGHT)  # calls that act on a unit
         self._reading = asyncio.Semaphore(MAX_CALLS_IN_FLIGHT)  # property reads
         self.calls: collections.Counter[str] = collections.Counter()  # sent, per member
-        self._watcher: asyncio.Task[None] | None = None
+        # one task per connection, waiting for its end; a lost connection's ends with it
+        self._watchers: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ connection
 
@@ -195,7 +196,11 @@ class Systemd:
                 raise BusUnavailable(f"systemd does not answer on the {self.cfg.bus} bus: "
                                      f"{exc}") from exc
             self._bus = bus
-            self._watcher = asyncio.get_running_loop().create_task(self._watch(bus))
+            # owned here: close() ends and awaits them
+            watcher = asyncio.get_running_loop().create_task(self._watch(bus),
+                                                             name="bus-watcher")
+            self._watchers.add(watcher)
+            watcher.add_done_callback(self._watchers.discard)
             if Condition.BUS_DOWN in self.observers.active:
                 self.observers.end(Condition.BUS_DOWN, f"connected to the {self.cfg.bus} bus")
 
@@ -229,7 +234,13 @@ class Systemd:
                 pass
 
     async def close(self) -> None:
+        """Disconnect, and end the tasks that watch the connection."""
         self._drop("closed")
+        watchers = set(self._watchers)
+        for watcher in watchers:
+            watcher.cancel()
+        if watchers:
+            await asyncio.wait(watchers)
 
     def _on_message(self, msg: Message) -> None:
         """Every incoming message passes here; only JobRemoved is ours. Returns None always."""

@@ -66,24 +66,36 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------ watch
 
 
-def install_stop_handlers(stop: Callable[[], None]) -> Callable[[], None]:
-    """SIGINT/SIGTERM call stop() once; a second SIGINT exits at once. Returns an undo."""
+def install_stop_handlers(stop: Callable[[bool], None],
+                          reload: Callable[[], object] | None = None) -> Callable[[], None]:
+    """SIGINT/SIGTERM call stop(False): an orderly stop. A second SIGINT calls stop(True):
+    still orderly, but without waiting for cycles in flight; a third exits at once. SIGHUP
+    calls reload() when given. Returns an undo."""
     loop = asyncio.get_running_loop()
     hits = {"n": 0}
 
     def handler(signum: int) -> None:
         hits["n"] += 1
         if hits["n"] > 1 and signum == signal.SIGINT:
-            logger.warning("second interrupt: exiting now")
-            os._exit(130)
+            if hits["n"] > 2:
+                logger.warning("third interrupt: exiting now, without saving anything more")
+                os._exit(130)
+            logger.warning("second interrupt: stopping without waiting for cycles in flight "
+                           "(audit rows and the checkpoint are still written)")
+            stop(True)
+            return
         logger.info("received {}, stopping", signal.Signals(signum).name)
-        stop()
+        stop(False)
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    signals = [signal.SIGINT, signal.SIGTERM]
+    for sig in signals:
         loop.add_signal_handler(sig, handler, sig)
+    if reload is not None:
+        signals.append(signal.SIGHUP)
+        loop.add_signal_handler(signal.SIGHUP, reload)
 
     def undo() -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in signals:
             loop.remove_signal_handler(sig)
 
     return undo
@@ -125,7 +137,7 @@ async def _watch(config: Config, args: argparse.Namespace) -> int:
     monitor = Monitor(config, database, state, intake)
     try:
         mode = await monitor.choose_mode()
-        undo = install_stop_handlers(monitor.stop)
+        undo = install_stop_handlers(lambda urgent: monitor.stop())
         task = asyncio.create_task(monitor.run())
         ready = asyncio.create_task(monitor.ready.wait())
         await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
@@ -158,10 +170,14 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 async def _run(config: Config) -> int:
+    from reactor.config import LoggingConfig
     from reactor.daemon import Daemon
 
-    daemon = Daemon(config)
-    undo = install_stop_handlers(daemon.stop)
+    def relog(cfg: LoggingConfig) -> None:
+        logs.setup(cfg, secrets=config.secrets())  # the sinks' secrets too: they stay
+
+    daemon = Daemon(config, relog=relog)
+    undo = install_stop_handlers(lambda urgent: daemon.stop(urgent=urgent), daemon.reload)
     try:
         return await daemon.serve()
     finally:

@@ -35,7 +35,9 @@ class AlarmTracker:
     - A 0->1 from the stream is delivered unless that process is already delivered
       (the sweep saw the same row first).
     - A sweep delivers rows in alarm that are not in hand, or that the consumer settled
-      (finished with, and the row is still in alarm: it is retried, as the bash tool did).
+      (finished with, and the row is still in alarm: it is retried, as the bash tool did),
+      unless `hold` says to leave a settled one alone (a refusal nothing has changed).
+      `again` holds the retried ones of the last sweep (the others are new to it).
     - A process whose state changed after the sweep's query started is left to the
       stream: the query may have read the row before that change.
     """
@@ -45,9 +47,7 @@ class AlarmTracker:
         self._delivered: set[int] = set()
         self._settled: set[int] = set()
         self._changed_at: dict[int, float] = {}
-        # of the last sweep's deliveries, those the consumer had settled: retries of an
-        # alarm the stream did deliver, not alarms it missed
-        self.retried: frozenset[int] = frozenset()
+        self.again: set[int] = set()  # of the last sweep's deliveries: retries
 
     def _touch(self, pid: int) -> None:
         self._changed_at[pid] = self._clock()
@@ -74,19 +74,20 @@ class AlarmTracker:
             self._settled.discard(pid)
         return False
 
-    def sweep(self, in_alarm: Iterable[int], started: float) -> list[int]:
+    def sweep(self, in_alarm: Iterable[int], started: float,
+              hold: Callable[[int], bool] = lambda pid: False) -> list[int]:
         """Feed the ids a sweep found in alarm (query began at `started`); returns those to
         deliver, and forgets alarms that are no longer in alarm."""
         found = set(in_alarm)
         deliver: list[int] = []
-        retried: set[int] = set()
+        self.again = set()
         for pid in sorted(found):
             if self._changed_at.get(pid, -math.inf) >= started:
                 continue
-            if pid in self._delivered and pid not in self._settled:
-                continue
-            if pid in self._settled:
-                retried.add(pid)
+            if pid in self._delivered:
+                if pid not in self._settled or hold(pid):
+                    continue
+                self.again.add(pid)
             self._delivered.add(pid)
             self._settled.discard(pid)
             self._touch(pid)
@@ -95,13 +96,21 @@ class AlarmTracker:
             if self._changed_at.get(pid, -math.inf) < started:
                 self._delivered.discard(pid)
                 self._settled.discard(pid)
-        self.retried = frozenset(retried)
         return deliver
 
     def forget(self, pid: int) -> None:
         """The alarm could not be handed over after all: a later sweep delivers it."""
         self._delivered.discard(pid)
         self._settled.discard(pid)
+
+    def redeliver(self, pid: int) -> bool:
+        """Take a settled alarm back into the consumer's hands (its PROCESE row changed):
+        True when it was settled, and is now delivered again."""
+        if pid not in self._delivered or pid not in self._settled:
+            return False
+        self._settled.discard(pid)
+        self._touch(pid)
+        return True
 
     def settle(self, pid: int) -> None:
         """The consumer is done with this alarm; a later sweep may deliver it again."""

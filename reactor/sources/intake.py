@@ -11,6 +11,24 @@ position at start (`replay_until`) happened while no reactor was reading. With
 alarm now: one set and reset while reactor was stopped, or one a crashed reactor had
 already handled but not yet checkpointed, restarts nothing. `reactor watch` shows them
 all: it reports what happened.
+
+Checkpoints: a stream position is declared safe (`on_safe`) once every alarm of the
+transactions up to it has been handed on: while a lookup or a replay check is in flight,
+no later position is declared safe. `reactor watch --state-file` thus never checkpoints a
+row it has not printed.
+
+Refusals heal: an alarm the consumer refused (`refused(pid, name)`: unknown id, invalid
+name, unit not allowed) is left alone by later sweeps while nothing it was judged on has
+changed, and looked at again when its PROCESE row changes in the stream, when a sweep
+reads another name for it, or after the config was reloaded (`reconfigured`). So a refused
+alarm heals without anyone touching `alarma`, and an unchanged refusal does not rewrite its
+note and audit rows at every sweep.
+
+Lookups and replay checks are tasks of the intake's own TaskGroup (`run`, until `close`).
+
+Error handling: a lookup or replay check that fails (database down or refusing) is logged
+(WARNING), the alarm is settled (a sweep delivers it again if it is still set) and
+`on_trouble` asks the caller for a prompt sweep.
 """
 
 from __future__ import annotations
@@ -24,7 +42,7 @@ from loguru import logger
 
 from reactor.errors import ReactorError
 from reactor.events import Alarm, RowChange, Source
-from reactor.sources.detect import AlarmTracker
+from reactor.sources.detect import AlarmTracker, is_alarm, is_clear
 from reactor.storage import queries
 from reactor.storage.database import Database
 from reactor.storage.statefile import Checkpoint
@@ -49,35 +67,95 @@ class Intake:
         self.tracker = AlarmTracker(clock)
         self.names: dict[int, str] = {}
         self.delivered = 0
+        # hooks the owner sets: a position is safe to checkpoint; a lookup failed (sweep
+        # soon); the stream showed a 0 -> 1 (delivered or not)
+        self.on_safe: Callable[[Checkpoint], None] = lambda cp: None
+        self.on_trouble: Callable[[], None] = lambda: None
+        self.on_stream_alarm: Callable[[int], None] = lambda pid: None
+        self.generation = 0  # of the config the consumer judges with
+        self._refused: dict[int, tuple[str | None, int]] = {}  # pid -> (name, generation)
+        self._tg: asyncio.TaskGroup | None = None
+        self._closed = asyncio.Event()
         self._lookups: set[asyncio.Task[None]] = set()
+        self._latest: Checkpoint | None = None  # the last boundary handed in
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
+    # ------------------------------------------------------------------ ownership
+
+    async def run(self) -> None:
+        """Own the lookups until close(); those still in flight then are cancelled (their
+        alarms stay set; the next start finds them)."""
+        self._closed.clear()
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            try:
+                await self._closed.wait()
+            finally:
+                self._tg = None
+                for task in list(self._lookups):
+                    task.cancel()
+
+    def close(self) -> None:
+        self._closed.set()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], pid: int) -> None:
+        if self._tg is None:  # not running (stopping): a sweep finds it while it is set
+            coro.close()
+            self.tracker.settle(pid)
+            return
+        task = self._tg.create_task(self._held(coro, pid), name=f"lookup-{pid}")
         self._lookups.add(task)
         task.add_done_callback(self._lookups.discard)
+
+    async def _held(self, coro: Coroutine[Any, Any, None], pid: int) -> None:
+        """One lookup; positions are safe again once none is in flight. A cancelled one
+        (stopping) declares nothing: its alarm was not handed on."""
+        try:
+            await coro
+        except Exception:  # a bug: the alarm stays set for a sweep, the intake goes on
+            logger.exception("handing on the alarm of process {} failed", pid)
+            self.tracker.settle(pid)
+        task = asyncio.current_task()
+        if task is not None:
+            self._lookups.discard(task)
+        if not self._lookups and self._latest is not None:
+            self.on_safe(self._latest)
+
+    @property
+    def busy(self) -> int:
+        """Lookups and replay checks in flight."""
+        return len(self._lookups)
+
+    # ------------------------------------------------------------------ delivery
 
     def _deliver(self, alarm: Alarm) -> None:
         """Emit, after looking the name up when the stream's cache lacks it."""
         if alarm.process_name is None and self.database is not None:
-            self._spawn(self._resolve_then_emit(alarm))
+            self._spawn(self._resolve_then_emit(alarm), alarm.process_id)
             return
         self.delivered += 1
         self.emit(alarm)
 
-    async def _verify_then_emit(self, alarm: Alarm) -> None:
-        """A replayed alarm: emitted only while its row is still in alarm."""
+    def _failed(self, pid: int, doing: str, exc: ReactorError) -> None:
+        logger.warning("cannot {} ({}); sweeping again shortly", doing, exc)
+        self.tracker.settle(pid)  # a sweep delivers it again while it is set
+        self.on_trouble()
+
+    async def _verify_then_emit(self, alarm: Alarm, *, replayed: bool = True) -> None:
+        """A replayed or re-examined alarm: emitted only while its row is still in alarm,
+        with the name PROCESE has now."""
         assert self.database is not None
         pid = alarm.process_id
         try:
             status = await self.database.call(queries.fetch_status, pid)
         except ReactorError as exc:
-            logger.warning("cannot check replayed alarm of process {} ({}); left to the next "
-                           "sweep", pid, exc)
-            self.tracker.forget(pid)
+            self._failed(pid, f"check the alarm of process {pid}", exc)
             return
         if status is None or status[0] != 1:
-            logger.info("alarm of process {} at {} was set while reactor was not reading and "
-                        "is no longer set: not acted on", pid, alarm.position)
+            if replayed:
+                logger.info("alarm of process {} at {} was set while reactor was not reading "
+                            "and is no longer set: not acted on", pid, alarm.position)
+            else:
+                logger.info("refused alarm of process {} is no longer set", pid)
             self.tracker.forget(pid)
             return
         if status[1] is not None:
@@ -91,10 +169,7 @@ class Intake:
         try:
             name = await self.database.call(queries.fetch_name, alarm.process_id)
         except ReactorError as exc:
-            # not delivered after all: the next sweep finds it (with its name, or none)
-            logger.warning("cannot look up process {} ({}); left to the next sweep",
-                           alarm.process_id, exc)
-            self.tracker.forget(alarm.process_id)
+            self._failed(alarm.process_id, f"look up process {alarm.process_id}", exc)
             return
         if name is not None:
             self.names[alarm.process_id] = name
@@ -106,12 +181,11 @@ class Intake:
     # ------------------------------------------------------------------ stream
 
     def on_batch(self, changes: list[RowChange], checkpoint: Checkpoint) -> None:
-        """One committed transaction's rows, in commit order."""
+        """One committed transaction's rows, in commit order (or only its boundary)."""
         position = str(checkpoint)
         replayed = False
         if self.replay_until is not None:
-            replayed = (checkpoint.file, checkpoint.pos) <= (self.replay_until.file,
-                                                             self.replay_until.pos)
+            replayed = checkpoint.key() <= self.replay_until.key()
             if not replayed:
                 self.replay_until = None
         verify = replayed and self.verify_replay and self.database is not None
@@ -120,23 +194,50 @@ class Intake:
             if pid is None:
                 continue
             if change.table == "PROCESE":
-                if change.after is None:
-                    self.names.pop(pid, None)
-                else:
-                    name = change.after.get("process_name")
-                    if isinstance(name, str):
-                        self.names[pid] = name
-            elif self.tracker.stream_change(pid, change.before, change.after):
+                self._name_changed(pid, change, position)
+                continue
+            if is_alarm(change.before, change.after):
+                self.on_stream_alarm(pid)
+            elif is_clear(change.before, change.after):
+                self._refused.pop(pid, None)
+            if self.tracker.stream_change(pid, change.before, change.after):
+                self._refused.pop(pid, None)
                 alarm = Alarm(pid, self.names.get(pid), Source.BINLOG, position=position)
                 if verify:
-                    self._spawn(self._verify_then_emit(alarm))
+                    self._spawn(self._verify_then_emit(alarm), pid)
                 else:
                     self._deliver(alarm)
+        self._latest = checkpoint
+        if not self._lookups:
+            self.on_safe(checkpoint)
+
+    def _name_changed(self, pid: int, change: RowChange, position: str) -> None:
+        name: str | None = None
+        if change.after is None:
+            self.names.pop(pid, None)
+        else:
+            value = change.after.get("process_name")
+            if isinstance(value, str):
+                self.names[pid] = name = value
+        refusal = self._refused.get(pid)
+        if refusal is not None and refusal[0] != name and self.tracker.redeliver(pid):
+            # a refused alarm whose row changed: looked at again, if it is still set
+            del self._refused[pid]
+            logger.info("PROCESE row of process {} changed: its refused alarm is looked at "
+                        "again", pid)
+            self._spawn(self._verify_then_emit(
+                Alarm(pid, name, Source.BINLOG, position=position), replayed=False), pid)
 
     # ------------------------------------------------------------------ poll / sweep
 
     def sweep_started(self) -> float:
         return self.tracker.now()
+
+    @property
+    def again(self) -> set[int]:
+        """Of the last sweep's deliveries, those that were retries (a failed cycle, a
+        failed lookup, a refusal looked at again), not alarms new to it."""
+        return self.tracker.again
 
     def on_sweep(self, rows: Iterable[tuple[int, str | None]], started: float,
                  source: Source) -> list[int]:
@@ -146,14 +247,34 @@ class Intake:
         for pid, name in rows:
             if name is not None:
                 self.names[pid] = name
-        fresh = self.tracker.sweep((pid for pid, _ in rows), started)
         names = dict(rows)
+        for pid in [p for p in self._refused if p not in names]:
+            del self._refused[pid]  # no longer in alarm
+        fresh = self.tracker.sweep(
+            names, started,
+            hold=lambda pid: self._refused.get(pid) == (names[pid], self.generation))
         for pid in fresh:
+            self._refused.pop(pid, None)
             # the sweep's LEFT JOIN already answered: a None name is an unknown process
             self.delivered += 1
             self.emit(Alarm(pid, names[pid], source))
         return fresh
 
+    # ------------------------------------------------------------------ the consumer's word
+
     def settle(self, pid: int) -> None:
         """The consumer is done with this process's alarm (see AlarmTracker.settle)."""
+        self._refused.pop(pid, None)
         self.tracker.settle(pid)
+
+    def refused(self, pid: int, name: str | None) -> None:
+        """The consumer refused this alarm, judging `name` with the current config: left
+        alone until the row or the config changes."""
+        self._refused[pid] = (name, self.generation)
+        self.tracker.settle(pid)
+
+    def reconfigured(self) -> int:
+        """The consumer judges with a new config: refusals are looked at again by the next
+        sweep. Returns how many are waiting for it."""
+        self.generation += 1
+        return len(self._refused)

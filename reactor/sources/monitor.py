@@ -2,16 +2,32 @@
 
     binlog mode: BinlogSource (push) + sweep at start (without waiting for the stream:
                  alarms already set are handled even while it cannot connect), after
-                 every (re)connect, every check_interval, and when the stream shows a
-                 statement it cannot decode
+                 every (re)connect, every check_interval, at once when the stream shows
+                 a change it cannot decode (a statement logged as SQL text, a compressed
+                 event), within seconds after a failed name lookup or replay check
+                 (backoff 0.2 s doubling to 5 s), and after a config reload
     poll mode:   a poll every check_interval (the same query as the sweep)
 
 `ready` is set once the first source is connected and the first sweep or poll is done:
 from then on no alarm can be missed. The start-up sweep runs alongside the stream's replay
 from its checkpoint: an alarm still set may come from either, once.
 
+A stream gap: in binlog mode the stream delivers every alarm, so one that a sweep finds
+and the stream never delivered means a bug or a server setting the stream cannot read: a
+WARNING with the count and the process ids, and a SWEEP_CAUGHT notice. Not for sweeps
+that catch up after the stream was not reading (start, reconnect: INFO), nor for alarms
+handed over again (failed cycles, refusals looked at again), nor for a stream that is only
+behind: the sweep reads the server's position with its rows, and judges the alarms once
+the stream has read that far (see gaps.py). An event the stream cannot decode is a WARNING
+naming the setting (at most one a minute, with the count of the others) and an
+EVENT_UNREADABLE notice; the sweep it asks for runs at once and again a second later (the
+commit may become visible a moment after its binlog event).
+
 When the server refuses the binlog dump for good (a grant revoked after the start-up
 check): ERROR; mode=auto goes on polling, mode=binlog raises ServerNotSuitable.
+
+Ownership: `run` owns the intake's lookups (Intake.run), the sweeps, the stream, and the
+timers of delayed sweeps; after `stop` it returns once they are all ended.
 
 Error handling: a failed sweep or poll is logged (a WARNING when the database is down, an
 ERROR when it refuses: a grant or table missing) and retried with a capped backoff; a
@@ -22,7 +38,9 @@ reconnects (see binlog.py).
 from __future__ import annotations
 
 import asyncio
+import math
 import time
+from collections.abc import Callable
 
 from loguru import logger
 
@@ -31,11 +49,19 @@ from reactor.errors import BinlogRefused, ReactorError, ServerNotSuitable, Trans
 from reactor.events import Condition, Happening, Observers, Source
 from reactor.retry import Backoff
 from reactor.sources.binlog import BinlogSource
+from reactor.sources.gaps import GapJudge
 from reactor.sources.intake import Intake
 from reactor.sources.preflight import choose_mode, inspect_server
 from reactor.storage import queries
 from reactor.storage.database import Database
 from reactor.storage.statefile import Checkpoint, StateFile
+
+CONFIRM_DELAY = 1.0  # seconds to the second sweep after an undecodable change
+UNREADABLE_QUIET = 60.0  # seconds between two WARNINGs about undecodable events
+
+
+def _ids(pids: list[int]) -> str:
+    return ", ".join(map(str, pids[:20])) + (" ..." if len(pids) > 20 else "")
 
 
 def _level(exc: ReactorError) -> str:
@@ -65,6 +91,15 @@ class Monitor:
         self._connected_once = False
         self._stopping = False
         self._stop_event = asyncio.Event()
+        self.judge = GapJudge()
+        self._stream_at: Checkpoint | None = None  # how far the stream has read
+        self._retry = Backoff(0.2, 5.0)  # sweeps asked for by failed lookups
+        self._retry_pending = False
+        self._timers: set[asyncio.TimerHandle] = set()  # delayed sweeps, cancelled at stop
+        self._unreadable_warned = -math.inf
+        self._unreadable_quiet = 0  # undecodable events since the last WARNING
+        intake.on_trouble = self._on_trouble
+        intake.on_stream_alarm = self.judge.streamed
 
     async def choose_mode(self) -> str:
         """Inspect the server and pick binlog or poll. Raises ServerNotSuitable (mode=binlog)
@@ -91,9 +126,24 @@ class Monitor:
         self._sweep_wanted.set()
 
     async def run(self) -> None:
-        """Run the sources until stop() (the caller owns this task)."""
+        """Run the sources until stop() (the caller owns this task). Raises what ends them
+        otherwise (ServerNotSuitable, a refusal at start), once everything it owns ended."""
         if not self.mode:
             await self.choose_mode()
+        failure: Exception | None = None
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.intake.run(), name="intake")
+            try:
+                await self._sources()
+            except Exception as exc:  # raised once the intake's lookups are ended too
+                failure = exc
+            finally:
+                self.intake.close()
+                self._cancel_timers()
+        if failure is not None:
+            raise failure
+
+    async def _sources(self) -> None:
         if self.mode == "poll":
             logger.info("polling every {:g} s", self.config.monitor.check_interval)
             await self._poll_loop()
@@ -105,7 +155,11 @@ class Monitor:
             on_batch=self.intake.on_batch,
             on_connected=self._on_connected,
             on_statement=self.request_sweep,
+            on_progress=self._on_progress,
+            on_unreadable=self._on_unreadable,
+            on_position_lost=self._on_position_lost,
         )
+        self.intake.on_safe = self.binlog.save
         await self._prime()
         refused: list[BinlogRefused] = []
         self.request_sweep(catch_up=True)  # at start, whether or not the stream connects
@@ -165,36 +219,128 @@ class Monitor:
         self.observers.end(Condition.STREAM_DOWN, f"binlog stream connected at {position}")
         self.request_sweep(catch_up=True)
 
+    # ------------------------------------------------------------------ what the stream says
+
+    def _on_progress(self, position: Checkpoint) -> None:
+        """The stream has read (and handed over) everything up to `position`."""
+        self._stream_at = position
+        gaps = self.judge.progress(position)
+        if gaps:
+            self._gap(gaps, " once it had read as far as the sweep")
+
+    def _on_unreadable(self, detail: str) -> None:
+        """The stream met a change it cannot decode: sweep now, and once more a moment
+        later; WARN (at most once a minute, counting the others)."""
+        now = time.monotonic()
+        if now - self._unreadable_warned >= UNREADABLE_QUIET:
+            more = (f" ({self._unreadable_quiet} more since the last warning)"
+                    if self._unreadable_quiet else "")
+            logger.warning("binlog stream cannot read {}; sweeping now{}", detail, more)
+            self.observers.happened(Happening.EVENT_UNREADABLE, detail)
+            self._unreadable_warned, self._unreadable_quiet = now, 0
+        else:
+            self._unreadable_quiet += 1
+        self.request_sweep()
+        self._sweep_in(CONFIRM_DELAY, self.request_sweep)
+
+    def _on_position_lost(self) -> None:
+        """The stream starts over at the server's current position."""
+        self._stream_at = None
+        self.intake.replay_until = None
+        unjudged = self.judge.forget()
+        if unjudged:
+            logger.info("{} alarm(s) a sweep found ahead of the stream cannot be checked "
+                        "against it any more (process ids {})", len(unjudged), _ids(unjudged))
+
+    def _gap(self, ids: list[int], when: str = "") -> None:
+        # in binlog mode the stream delivers every alarm: a catch is a bug, or a server
+        # setting the stream cannot read
+        logger.warning("sweep found {} alarm(s) the stream had not delivered (process ids "
+                       "{}){}", len(ids), _ids(ids), when)
+        self.observers.happened(Happening.SWEEP_CAUGHT,
+                                f"{len(ids)} alarm(s) the stream had not delivered", ids)
+
+    # ------------------------------------------------------------------ sweeps
+
+    def _on_trouble(self) -> None:
+        """A name lookup or replay check failed: a sweep soon (the alarm was settled, so
+        that the sweep hands it over again), with a backoff while that keeps happening."""
+        if self._retry_pending or self._stopping:
+            return
+        self._retry_pending = True
+        delay = self._retry.next()
+        logger.info("sweeping in {:.1f} s for the alarm(s) not handed over", delay)
+
+        def retry() -> None:
+            self._retry_pending = False
+            self.request_sweep()
+
+        self._sweep_in(delay, retry)
+
+    def _sweep_in(self, delay: float, then: Callable[[], None]) -> None:
+        if self._stopping:
+            return
+        handle: asyncio.TimerHandle
+
+        def fire() -> None:
+            self._timers.discard(handle)
+            then()
+
+        handle = asyncio.get_running_loop().call_later(delay, fire)
+        self._timers.add(handle)
+
+    def _cancel_timers(self) -> None:
+        for handle in self._timers:
+            handle.cancel()
+        self._timers.clear()
+        self._retry_pending = False
+
+    def reconfigured(self, config: Config) -> None:
+        """A reloaded config (what may change live): used from the next sweep on, and
+        refused alarms are looked at again by a sweep now."""
+        self.config = config
+        waiting = self.intake.reconfigured()
+        if waiting:
+            logger.info("{} refused alarm(s) to look at again with the new config", waiting)
+        self.request_sweep()
+
     async def sweep(self, source: Source = Source.SWEEP, *, catch_up: bool = True) -> int:
         """One sweep/poll: deliver every row in alarm that is not already in hand. In binlog
-        mode, alarms found by a sweep that is not catching up are a gap in the stream."""
+        mode, alarms new to a sweep that is not catching up are judged as a gap in the
+        stream, or as the stream being behind (module docstring)."""
         started = self.intake.sweep_started()
         began = time.monotonic()
-        rows = await self.database.call(queries.fetch_alarmed)
+        streaming = self.binlog is not None and source is Source.SWEEP
+        server_at: Checkpoint | None = None
+        if streaming:
+            rows, status = await self.database.call(queries.fetch_alarmed_at)
+            server_at = Checkpoint(*status) if status else None
+        else:
+            rows = await self.database.call(queries.fetch_alarmed)
         found = self.intake.on_sweep(rows, started, source)
         self.sweeps += 1
         self.sweep_seconds += time.monotonic() - began
         self.last_sweep_at = time.time()
-        # alarms the stream did deliver, whose cycle failed, are retried: not a gap
-        missed = [pid for pid in found if pid not in self.intake.tracker.retried]
-        if missed and source is Source.SWEEP and self.binlog is not None and catch_up:
+        new = [pid for pid in found if pid not in self.intake.again]
+        if not streaming or not new:
+            return len(found)
+        if catch_up:
             logger.info("sweep found {} alarm(s) set while the stream was not reading",
-                        len(missed))
-        elif missed and source is Source.SWEEP and self.binlog is not None:
-            # in binlog mode the stream delivers every alarm: a catch is a bug, or a server
-            # setting the stream cannot read
-            ids = sorted(missed)
-            shown = ", ".join(map(str, ids[:20])) + (" ..." if len(ids) > 20 else "")
-            logger.warning("sweep found {} alarm(s) the stream had not delivered "
-                           "(process ids {})", len(ids), shown)
-            self.observers.happened(Happening.SWEEP_CAUGHT,
-                                    f"{len(ids)} alarm(s) the stream had not delivered", ids)
+                        len(new))
+            return len(found)
+        gaps = self.judge.swept(new, server_at, self._stream_at)
+        if gaps:
+            self._gap(gaps)
+        else:
+            logger.debug("sweep found {} alarm(s) ahead of the stream (at {}, server at {}): "
+                         "judged once it has read that far", len(new), self._stream_at,
+                         server_at)
         return len(found)
 
     async def _sweep_loop(self) -> None:
-        interval = self.config.monitor.check_interval
-        backoff = Backoff(0.2, min(5.0, interval) if interval >= 0.2 else 0.2)
+        backoff = Backoff(0.2, 5.0)
         while not self._stopping:
+            interval = self.config.monitor.check_interval
             try:
                 await asyncio.wait_for(self._sweep_wanted.wait(), timeout=interval)
             except TimeoutError:
@@ -206,24 +352,26 @@ class Monitor:
             try:
                 await self.sweep(Source.SWEEP, catch_up=catch_up)
             except ReactorError as exc:
-                delay = backoff.next()
+                delay = min(backoff.next(), interval)
                 logger.log(_level(exc), "sweep failed: {}; retrying in {:.1f} s", exc, delay)
                 await self._pause(delay)
                 self.request_sweep(catch_up=catch_up)
                 continue
             backoff.reset()
+            if not self._retry_pending:
+                self._retry.reset()
             if self.binlog is not None and self.binlog.connected and not self.ready.is_set():
                 self.ready.set()
 
     async def _poll_loop(self) -> None:
-        interval = self.config.monitor.check_interval
-        backoff = Backoff(min(0.2, interval), max(min(5.0, interval), min(0.2, interval)))
+        backoff = Backoff(0.2, 5.0)
         failing = False
         while not self._stopping:
+            interval = self.config.monitor.check_interval
             try:
                 await self.sweep(Source.POLL)
             except ReactorError as exc:
-                delay = backoff.next()
+                delay = min(backoff.next(), interval)
                 if not failing:
                     logger.log(_level(exc), "poll failed: {}; retrying", exc)
                 failing = True
@@ -234,7 +382,11 @@ class Monitor:
             failing = False
             backoff.reset()
             self.ready.set()
-            await self._pause(interval)
+            try:  # the next poll: after check_interval, or at once when one is asked for
+                await asyncio.wait_for(self._sweep_wanted.wait(), timeout=interval)
+            except TimeoutError:
+                pass
+            self._sweep_wanted.clear()
 
     async def _pause(self, seconds: float) -> None:
         """Sleep, but wake at once when stop() is called."""
@@ -248,5 +400,6 @@ class Monitor:
         self._stopping = True
         self._stop_event.set()
         self._sweep_wanted.set()
+        self._cancel_timers()
         if self.binlog is not None:
             self.binlog.stop()

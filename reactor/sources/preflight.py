@@ -3,6 +3,13 @@
 `mode = auto` uses the binlog when every requirement holds and otherwise polls with a
 WARNING naming what is missing; `mode = binlog` refuses to start (ServerNotSuitable) with
 the same list; `mode = poll` does not look.
+
+Compressed binlog events are a requirement too: mysql-replication 1.0.x decodes neither
+MariaDB's compressed events (`log_bin_compress = ON`: row events above
+`log_bin_compress_min_len` bytes, one UPDATE of many alarms among them) nor MySQL's
+compressed transactions (`binlog_transaction_compression = ON`), and teaching it would
+mean patching its private event table. A server that writes them is not streamed; one
+that starts writing them later is seen by the stream itself (binlog.py: WARNING, sweep).
 """
 
 from __future__ import annotations
@@ -21,6 +28,13 @@ REQUIRED = {
     "binlog_format": ("ROW", "set binlog_format=ROW"),
     "binlog_row_image": ("FULL", "set binlog_row_image=FULL"),
     "binlog_row_metadata": ("FULL", "set binlog_row_metadata=FULL"),
+}
+# settings that must be off where the server has them (MariaDB, MySQL 8.0.20+)
+MUST_BE_OFF = {
+    "log_bin_compress": "MariaDB compresses row events the binlog reader cannot decode; "
+                        "set log_bin_compress=OFF",
+    "binlog_transaction_compression": "MySQL compresses transactions the binlog reader "
+                                      "cannot decode; set binlog_transaction_compression=OFF",
 }
 # the privileges that let an account read the binlog; REPLICATION SLAVE ADMIN (administer
 # replicas) and REPLICA/SLAVE MONITOR are other privileges
@@ -66,7 +80,7 @@ def inspect_server(cur: pymysql.cursors.Cursor) -> ServerReport:
     cur.execute(
         "SHOW GLOBAL VARIABLES WHERE Variable_name IN "
         "('log_bin','binlog_format','binlog_row_image','binlog_row_metadata',"
-        "'lower_case_table_names')"
+        "'lower_case_table_names','log_bin_compress','binlog_transaction_compression')"
     )
     report.variables = {str(k).lower(): str(v).upper() for k, v in cur.fetchall()}
     for name, (wanted, how) in REQUIRED.items():
@@ -75,6 +89,10 @@ def inspect_server(cur: pymysql.cursors.Cursor) -> ServerReport:
             report.missing.append(f"{name} is not supported by this server ({how})")
         elif have != wanted:
             report.missing.append(f"{name} is {have}, needs {wanted} ({how})")
+    for name, why in MUST_BE_OFF.items():
+        have = report.variables.get(name)
+        if have is not None and have not in ("OFF", "0"):
+            report.missing.append(f"{name} is {have}, needs OFF ({why})")
 
     cur.execute("SHOW GRANTS")
     if not may_read_binlog([str(row[0]) for row in cur.fetchall()]):

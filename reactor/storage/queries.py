@@ -3,7 +3,10 @@ the pool (`await database.call(fetch_alarmed)`) or of a connection of its own.""
 
 from __future__ import annotations
 
+import pymysql
 import pymysql.cursors
+
+from reactor.storage.database import TRANSIENT_CODES
 
 SWEEP_SQL = (
     "SELECT s.process_id, p.process_name FROM STATUS_PROCESS s "
@@ -15,6 +18,20 @@ def fetch_alarmed(cur: pymysql.cursors.Cursor) -> list[tuple[int, str | None]]:
     """Every process whose alarma is 1, with its name (None when PROCESE lacks the id)."""
     cur.execute(SWEEP_SQL)
     return [(int(pid), name) for pid, name in cur.fetchall()]
+
+
+def fetch_alarmed_at(cur: pymysql.cursors.Cursor
+                     ) -> tuple[list[tuple[int, str | None]], tuple[str, int] | None]:
+    """fetch_alarmed, then the server's binlog position: every row change the rows show
+    lies before it (None when the position cannot be read: no log_bin, or no grant)."""
+    rows = fetch_alarmed(cur)
+    try:
+        position = master_status(cur)
+    except pymysql.err.MySQLError as exc:
+        if not exc.args or exc.args[0] in TRANSIENT_CODES:
+            raise  # the connection failed, not the statement
+        position = None  # refused: BINLOG MONITOR revoked
+    return rows, position
 
 
 def fetch_names(cur: pymysql.cursors.Cursor) -> dict[int, str]:

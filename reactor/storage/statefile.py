@@ -1,20 +1,33 @@
 """The state file: the binlog checkpoint, the circuit breakers and the alerts' memory
-(when each alert was last sent, and which are firing), saved atomically.
+(when each alert was last sent, and which are firing), saved all or nothing.
 
-    {"binlog": {"file": "binlog.000003", "pos": 1234, "server_uuid": ...},
+    {"binlog": {"file": "binlog.000003", "pos": 1234,
+                "origin": {"server_id": 1, "file_created": 1795597704,
+                           "server_version": "10.11.19-MariaDB"}},
      "breakers": {"nginx": {...}},
      "alerts": {"cooldown": {"cycle_failed:7": 1764474174.2},
                 "firing": {"breaker_open:7": {"alert": {...}, "sinks": ["am"]}}}}
 
-Changed by the binlog reader thread (checkpoints) and by the event loop (breakers), so
-every access takes a lock; saved by a thread of its own. Saved as tmp file -> fsync ->
-rename -> fsync(dir): a crash leaves either the old or the new file, never a torn one.
+A binlog position means something only in the binlog history it was read from: `origin`
+names it (see Origin), and the binlog source refuses a checkpoint whose origin is not the
+server's. Top-level keys it does not know are kept as they are, so that a later version
+can add sections without an older one losing them.
+
+Changed by the event loop (checkpoints, breakers) and read by the binlog reader thread, so
+every access takes a lock; saved by a thread of its own. A save writes a tmp file, checks
+that every byte of it was written, fsyncs it, and only then renames it over the old file
+and fsyncs the directory: a crash or a full disk leaves the old file or the new one, never a
+torn one.
 
 Error handling: an unreadable or corrupt file is logged and treated as empty (the start-up
-sweep finds every alarm still set); a failed save is logged (once per distinct error) and
-retried with the next change. A directory that cannot be created or a lock file that cannot
-be opened is a ConfigError naming the key (`[monitor] state_file: cannot open ...`): exit 1,
-which the unit does not restart, as for any other config the reactor cannot use.
+sweep finds every alarm still set). A failed save (a full file system: ENOSPC, EDQUOT; any
+OSError) removes its tmp file and keeps the old state file; the first failure of an episode
+is an ERROR, the following ones are not logged again, and the save is retried every
+SAVE_RETRY seconds and with each change; the first save that works again says so (INFO).
+Meanwhile the state in memory is complete and reactor goes on serving alarms. A directory
+that cannot be created or a lock file that cannot be opened is a ConfigError naming the
+key (`[monitor] state_file: cannot open ...`): exit 1, which the unit does not restart, as
+for any other config the reactor cannot use.
 
 Ownership: root running a command for the service (`reactor sweep --once`) gives every file
 it creates here (state file, lock file) to the owner of the directory, so that the service,
@@ -23,10 +36,12 @@ running as that user, can still open them.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,15 +62,64 @@ def give_to_directory_owner(fd: int, directory: str | os.PathLike[str]) -> None:
         os.fchown(fd, owner.st_uid, owner.st_gid)
 
 
+SAVE_RETRY = 5.0  # seconds between attempts while saves fail, even without a change
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Which binlog history a position belongs to.
+
+    MariaDB has no server_uuid, so a binlog file is identified by what its first event
+    (the FormatDescriptionEvent the server sends at the start of every dump) says: the
+    server_id of the server that wrote it and the time it created the file. A file of
+    another server, or one written again after RESET MASTER or on a new data directory,
+    has another creation time, though it may have the same name and server_id.
+    (A later version may add a GTID next to the position: resuming by GTID works across
+    the servers of one replication topology.)"""
+
+    server_id: int
+    file_created: int  # Unix time in the file's FormatDescriptionEvent header
+    server_version: str = ""  # for the log only: an upgrade keeps the history
+
+    def same_history(self, other: Origin) -> bool:
+        return (self.server_id, self.file_created) == (other.server_id, other.file_created)
+
+    def __str__(self) -> str:
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.file_created))
+        version = f", {self.server_version}" if self.server_version else ""
+        return f"server_id {self.server_id}, file created {created}{version}"
+
+    def as_json(self) -> dict[str, Any]:
+        return {"server_id": self.server_id, "file_created": self.file_created,
+                "server_version": self.server_version}
+
+    @classmethod
+    def from_json(cls, raw: object) -> Origin | None:
+        if not isinstance(raw, dict):
+            return None
+        sid, created = raw.get("server_id"), raw.get("file_created")
+        if not isinstance(sid, int) or not isinstance(created, int):
+            return None
+        version = raw.get("server_version")
+        return cls(sid, created, version if isinstance(version, str) else "")
+
+
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
-    """A binlog position at a transaction boundary."""
+    """A binlog position at a transaction boundary, and the history it belongs to (None
+    when not known yet: a position from SHOW MASTER STATUS, or an older state file)."""
 
     file: str
     pos: int
+    origin: Origin | None = None
 
     def __str__(self) -> str:
         return f"{self.file}:{self.pos}"
+
+    def key(self) -> tuple[str, int]:
+        """For ordering positions of one server: binlog file names have a fixed-width
+        number, so they sort as text."""
+        return self.file, self.pos
 
 
 class StateFile:
@@ -79,7 +143,7 @@ class StateFile:
         self._saved = 0  # the change count the file holds
         self._saver: threading.Thread | None = None
         self._closing = False
-        self._last_error = ""
+        self._failures = 0  # saves failed in a row (0: the file holds the last save)
         self._lock_fd: int | None = None
         if self.path is not None:
             try:
@@ -136,7 +200,7 @@ class StateFile:
         if isinstance(raw, dict) and isinstance(raw.get("file"), str) and isinstance(
             raw.get("pos"), int
         ):
-            return Checkpoint(raw["file"], raw["pos"])
+            return Checkpoint(raw["file"], raw["pos"], Origin.from_json(raw.get("origin")))
         return None
 
     def set_checkpoint(self, cp: Checkpoint | None) -> None:
@@ -144,7 +208,11 @@ class StateFile:
             if cp is None:
                 self._data.pop("binlog", None)
             else:
-                self._data["binlog"] = {"file": cp.file, "pos": cp.pos}
+                # a fresh record: whatever else an older record held described its position
+                record: dict[str, Any] = {"file": cp.file, "pos": cp.pos}
+                if cp.origin is not None:
+                    record["origin"] = cp.origin.as_json()
+                self._data["binlog"] = record
             self._changed()
 
     # -- breakers
@@ -212,13 +280,22 @@ class StateFile:
             self._saver.start()
         self._cond.notify_all()
 
+    @property
+    def failing(self) -> bool:
+        """The last save failed: the file holds an older state."""
+        return self._failures > 0
+
     def _save_loop(self) -> None:
         while True:
             with self._cond:
                 while self._saved == self._changes and not self._closing:
-                    self._cond.wait()
-                if self._saved == self._changes:
+                    if not self._failures:
+                        self._cond.wait()
+                    elif not self._cond.wait(SAVE_RETRY):
+                        break  # a failed save is retried even without a new change
+                if self._saved == self._changes and self._closing and not self._failures:
                     return
+                last = self._closing  # closing: one last attempt, whatever it gives
                 target = self._changes
                 # compact: the C encoder (indent= takes the pure-Python one, several times
                 # slower while holding the GIL, with a storm's alerts in the file)
@@ -227,27 +304,49 @@ class StateFile:
             try:
                 self._write(payload)
             except OSError as exc:
-                if str(exc) != self._last_error:  # once per distinct error, not per change
-                    logger.error("cannot save state to {}: {}", self.path, exc)
-                    self._last_error = str(exc)
+                self._failures += 1
+                if self._failures == 1:  # once per episode, not per save
+                    logger.error(
+                        "cannot save state to {}: {}; the file keeps the last state saved, "
+                        "reactor goes on serving alarms and retries every {:g} s",
+                        self.path, exc.strerror or exc, SAVE_RETRY)
             else:
-                self._last_error = ""
+                if self._failures:
+                    logger.info("state saved again to {} (after {} failed save(s))",
+                                self.path, self._failures)
+                self._failures = 0
             with self._cond:
                 self._saved = target
                 self._cond.notify_all()
+            if last:
+                return
 
     def _write(self, payload: bytes) -> None:
-        """tmp file -> fsync -> rename -> fsync(dir): never a torn file."""
+        """tmp file -> every byte written -> fsync -> rename -> fsync(dir): the old file
+        stays until the new one is complete. Raises OSError (the tmp file removed)."""
         assert self.path is not None
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            give_to_directory_owner(fd, self.path.parent)  # root: the file stays the service's
-            os.write(fd, payload)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                give_to_directory_owner(fd, self.path.parent)  # root: stays the service's
+                view = memoryview(payload)
+                while view:
+                    # a nearly full file system takes part of a write and returns its size
+                    written = os.write(fd, view)
+                    if written <= 0:
+                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp))
+                    view = view[written:]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path)
+        except OSError:
+            try:
+                os.unlink(tmp)  # a torn tmp file must not hold the space a retry needs
+            except OSError:
+                pass
+            raise
         dir_fd = os.open(self.path.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
