@@ -6,7 +6,7 @@ import re
 import time
 
 from reactor.actions.breaker import Breaker, Event, State, transition
-from reactor.actions.pipeline import hhmmss
+from reactor.actions.circuit import hhmmss
 
 LIMITS = {"max_failures": 3, "reset_time": 100.0}
 

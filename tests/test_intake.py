@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from reactor.errors import DatabaseUnavailable
-from reactor.events import Alarm, RowChange, Source
+from reactor.events import Alarm, AlarmaChange, NameChange, RowChange, Source
 from reactor.sources.intake import Intake
 from reactor.storage import queries
 from reactor.storage.statefile import Checkpoint
@@ -38,13 +38,11 @@ class FakeDatabase:
 
 
 def raised(pid: int) -> list[RowChange]:
-    return [RowChange("STATUS_PROCESS", {"process_id": pid, "alarma": 0},
-                      {"process_id": pid, "alarma": 1})]
+    return [AlarmaChange(pid, 0, 1)]
 
 
 def renamed(pid: int, name: str) -> list[RowChange]:
-    return [RowChange("PROCESE", {"process_id": pid, "process_name": "old"},
-                      {"process_id": pid, "process_name": name})]
+    return [NameChange(pid, name)]
 
 
 def running(intake: Intake, scenario: Callable[[], Awaitable[None]]) -> None:

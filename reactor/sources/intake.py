@@ -41,19 +41,13 @@ from typing import Any
 from loguru import logger
 
 from reactor.errors import ReactorError
-from reactor.events import Alarm, RowChange, Source
+from reactor.events import Alarm, NameChange, RowChange, Source
 from reactor.sources.detect import AlarmTracker, is_alarm, is_clear
 from reactor.storage import queries
 from reactor.storage.database import Database
 from reactor.storage.statefile import Checkpoint
 
 Emit = Callable[[Alarm], None]
-
-
-def _pid(change: RowChange) -> int | None:
-    image = change.after if change.after is not None else change.before
-    value = image.get("process_id") if image else None
-    return value if isinstance(value, int) else None
 
 
 class Intake:
@@ -70,6 +64,9 @@ class Intake:
         # hooks the owner sets: a position is safe to checkpoint; a lookup failed (sweep
         # soon); the stream showed a 0 -> 1 (delivered or not)
         self.on_safe: Callable[[Checkpoint], None] = lambda cp: None
+        # the emitted alarms are out of the consumer's buffers (`reactor watch` flushes its
+        # output once per transaction, before that transaction's position is safe)
+        self.on_emitted: Callable[[], None] = lambda: None
         self.on_trouble: Callable[[], None] = lambda: None
         self.on_stream_alarm: Callable[[int], None] = lambda pid: None
         self.generation = 0  # of the config the consumer judges with
@@ -118,6 +115,7 @@ class Intake:
         if task is not None:
             self._lookups.discard(task)
         if not self._lookups and self._latest is not None:
+            self.on_emitted()
             self.on_safe(self._latest)
 
     @property
@@ -181,7 +179,8 @@ class Intake:
     # ------------------------------------------------------------------ stream
 
     def on_batch(self, changes: list[RowChange], checkpoint: Checkpoint) -> None:
-        """One committed transaction's rows, in commit order (or only its boundary)."""
+        """One committed transaction's rows, in commit order (or only its boundary). Its
+        alarms are detected together, at its commit's arrival: they share one timestamp."""
         position = str(checkpoint)
         replayed = False
         if self.replay_until is not None:
@@ -189,36 +188,36 @@ class Intake:
             if not replayed:
                 self.replay_until = None
         verify = replayed and self.verify_replay and self.database is not None
+        at, mono = time.time(), time.monotonic()
+        stream_change = self.tracker.stream_change
+        names = self.names
         for change in changes:
-            pid = _pid(change)
-            if pid is None:
+            if isinstance(change, NameChange):
+                self._name_changed(change, position)
                 continue
-            if change.table == "PROCESE":
-                self._name_changed(pid, change, position)
-                continue
+            pid = change.pid
             if is_alarm(change.before, change.after):
                 self.on_stream_alarm(pid)
             elif is_clear(change.before, change.after):
                 self._refused.pop(pid, None)
-            if self.tracker.stream_change(pid, change.before, change.after):
+            if stream_change(pid, change.before, change.after):
                 self._refused.pop(pid, None)
-                alarm = Alarm(pid, self.names.get(pid), Source.BINLOG, position=position)
+                alarm = Alarm(pid, names.get(pid), Source.BINLOG, at, mono, position)
                 if verify:
                     self._spawn(self._verify_then_emit(alarm), pid)
                 else:
                     self._deliver(alarm)
         self._latest = checkpoint
+        self.on_emitted()
         if not self._lookups:
             self.on_safe(checkpoint)
 
-    def _name_changed(self, pid: int, change: RowChange, position: str) -> None:
-        name: str | None = None
-        if change.after is None:
+    def _name_changed(self, change: NameChange, position: str) -> None:
+        pid, name = change.pid, change.name
+        if name is None:
             self.names.pop(pid, None)
         else:
-            value = change.after.get("process_name")
-            if isinstance(value, str):
-                self.names[pid] = name = value
+            self.names[pid] = name
         refusal = self._refused.get(pid)
         if refusal is not None and refusal[0] != name and self.tracker.redeliver(pid):
             # a refused alarm whose row changed: looked at again, if it is still set

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 import pymysql.cursors
 
-from reactor.errors import DatabaseUnavailable, ReactorError
+from reactor.errors import DatabaseUnavailable, ReactorError, TransientError
 from reactor.storage.database import Database
 from reactor.text import one_line
 
@@ -141,6 +141,31 @@ class Outcomes:
         if written is None:  # locked by another session: alone, waiting for the lock
             return bool(await self.database.call(write_one, pid, note, clear))
         return written
+
+    async def write_many(self, items: list[tuple[int, str]], *,
+                         clear: bool) -> dict[int, bool | None]:
+        """One try each, in as few batches as they fit in: per process, True (written; a
+        clear: the alarm was still set), False (a clear: it was not), or None (not written:
+        the database unavailable, or the row locked by another session). Raises a
+        permanent ReactorError (a grant or the table missing) after every answer is in."""
+        if self._stopped:
+            raise DatabaseUnavailable("reactor is stopping: outcome not written")
+        loop = asyncio.get_running_loop()
+        requests = [_Request(pid, note, clear, loop.create_future()) for pid, note in items]
+        self._queue.extend(requests)
+        self._wake.set()
+        answers: dict[int, bool | None] = {}
+        refused: ReactorError | None = None
+        for request in requests:
+            try:
+                answers[request.pid] = await request.done
+            except TransientError:
+                answers[request.pid] = None
+            except ReactorError as exc:
+                refused = refused or exc
+        if refused is not None:
+            raise refused
+        return answers
 
     async def run(self) -> None:
         """Write what is queued, batch after batch, until cancelled; then every request

@@ -25,7 +25,7 @@ import pymysql.cursors
 from loguru import logger
 
 from reactor.errors import ReactorError, TransientError
-from reactor.events import Notice, Step
+from reactor.events import Condition, Notice, Step
 from reactor.retry import Backoff
 from reactor.storage.database import Database
 from reactor.storage.outcomes import Outcomes
@@ -34,6 +34,9 @@ from reactor.text import one_line
 DETAIL_MAX = 255
 RECORD_RETRY_FOR = 30.0
 AUDIT_BUFFER_MAX = 100_000
+# audit rows waiting above which new cycles wait (Store.room) while the database is up: a
+# storm must not run ahead of its own audit trail, nor fill memory with it
+AUDIT_HIGH_WATER = 20_000
 AUDIT_FLUSH_INTERVAL = 0.05
 HOST = socket.gethostname()[:64]
 
@@ -59,6 +62,7 @@ class Store:
         self.outcomes = Outcomes(database)  # clears and notes, many cycles per statement
         self._rows: list[Step] = []
         self._pending = asyncio.Event()
+        self._written = asyncio.Event()  # set after each flush (rows written or not)
         self._stopping = False
 
     async def _record(self, pid: int, note: str, clear: bool, what: str) -> bool | None:
@@ -86,13 +90,20 @@ class Store:
     async def note(self, pid: int, note: str) -> bool | None:
         return await self._record(pid, note, False, "write the note")
 
-    async def clear_once(self, pid: int, note: str) -> bool | None:
-        """One try of clear(), for a caller that retries on its own and says so: None when
-        the database is unavailable (or the row locked), not logged here."""
-        try:
-            return await self.outcomes.write(pid, note, clear=True)
-        except TransientError:
-            return None
+    async def clear_many(self, items: list[tuple[int, str]]) -> dict[int, bool | None]:
+        """One try of clear() for each (pid, note), batched: True cleared, False not in
+        alarm, None not written (database unavailable, row locked). Raises a permanent
+        ReactorError (grant or table missing)."""
+        return await self.outcomes.write_many(items, clear=True)
+
+    async def room(self) -> None:
+        """Until the audit rows waiting are under AUDIT_HIGH_WATER, or the database is
+        down (then they wait in memory, up to AUDIT_BUFFER_MAX, and cycles go on: restarts
+        must not stop because the audit trail cannot be written)."""
+        while len(self._rows) > AUDIT_HIGH_WATER and not self._stopping and \
+                Condition.DATABASE_DOWN not in self.database.observers.active:
+            self._written.clear()
+            await self._written.wait()
 
     # an Observer of the fan-out: every step becomes an audit row
     def on_step(self, step: Step) -> None:
@@ -112,6 +123,12 @@ class Store:
 
     async def flush(self) -> bool:
         """Write every buffered audit row; False (rows kept) when the database is down."""
+        try:
+            return await self._flush()
+        finally:
+            self._written.set()
+
+    async def _flush(self) -> bool:
         if not self._rows:
             return True
         rows, self._rows = self._rows, []
@@ -152,3 +169,4 @@ class Store:
     def stop(self) -> None:
         self._stopping = True
         self._pending.set()
+        self._written.set()
