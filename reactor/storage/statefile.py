@@ -63,6 +63,9 @@ def give_to_directory_owner(fd: int, directory: str | os.PathLike[str]) -> None:
 
 
 SAVE_RETRY = 5.0  # seconds between attempts while saves fail, even without a change
+SAVE_DUTY = 4.0  # a save that took t seconds is followed by at least SAVE_DUTY * t of rest
+SAVE_PAUSE_MIN = 0.005  # seconds: below this a save goes out at once (small states)
+SAVE_PAUSE_MAX = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +300,7 @@ class StateFile:
                     return
                 last = self._closing  # closing: one last attempt, whatever it gives
                 target = self._changes
+                began = time.monotonic()
                 # compact: the C encoder (indent= takes the pure-Python one, several times
                 # slower while holding the GIL, with a storm's alerts in the file)
                 payload = json.dumps(self._data, sort_keys=True,
@@ -318,8 +322,14 @@ class StateFile:
             with self._cond:
                 self._saved = target
                 self._cond.notify_all()
-            if last:
-                return
+                if last:
+                    return
+                # a large state (a storm's breakers) costs its encoding and writing: the
+                # next save waits SAVE_DUTY times as long, so that saving takes at most a
+                # fifth of the time (and of the GIL); closing cuts the wait short
+                pause = min(SAVE_PAUSE_MAX, SAVE_DUTY * (time.monotonic() - began))
+                if pause > SAVE_PAUSE_MIN:
+                    self._cond.wait_for(lambda: self._closing, pause)
 
     def _write(self, payload: bytes) -> None:
         """tmp file -> every byte written -> fsync -> rename -> fsync(dir): the old file
