@@ -14,7 +14,7 @@ from reactor.storage.statefile import Checkpoint
 
 
 class FakeDatabase:
-    """Answers fetch_name / fetch_status from a dict; `down` makes every call fail;
+    """Answers fetch_names_of / fetch_statuses from dicts; `down` makes every call fail;
     `gate` holds every call until it is set."""
 
     def __init__(self, names: dict[int, str] | None = None,
@@ -29,11 +29,11 @@ class FakeDatabase:
         await self.gate.wait()
         if self.down:
             raise DatabaseUnavailable("server gone")
-        pid = args[0]
-        if fn is queries.fetch_name:
-            return self.names.get(pid)
-        if fn is queries.fetch_status:
-            return (self.alarms.get(pid, 0), self.names.get(pid))
+        pids = args[0]
+        if fn is queries.fetch_names_of:
+            return {pid: self.names[pid] for pid in pids if pid in self.names}
+        if fn is queries.fetch_statuses:
+            return {pid: (self.alarms.get(pid, 0), self.names.get(pid)) for pid in pids}
         raise AssertionError(fn)
 
 

@@ -50,6 +50,13 @@ from reactor.storage.statefile import Checkpoint
 Emit = Callable[[Alarm], None]
 
 
+def _processes(pids: list[int]) -> str:
+    """`process 7`, or `processes 7, 9, ...` (20 ids at most)."""
+    if len(pids) == 1:
+        return f"process {pids[0]}"
+    return "processes " + ", ".join(map(str, pids[:20])) + (" ..." if len(pids) > 20 else "")
+
+
 class Intake:
     def __init__(self, emit: Emit, database: Database | None = None,
                  clock: Callable[[], float] = time.monotonic, *,
@@ -94,23 +101,26 @@ class Intake:
     def close(self) -> None:
         self._closed.set()
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], pid: int) -> None:
-        if self._tg is None:  # not running (stopping): a sweep finds it while it is set
+    def _spawn(self, coro: Coroutine[Any, Any, None], pids: list[int]) -> None:
+        """Run a lookup of these alarms (one task for a whole transaction's)."""
+        if self._tg is None:  # not running (stopping): a sweep finds them while they are set
             coro.close()
-            self.tracker.settle(pid)
+            for pid in pids:
+                self.tracker.settle(pid)
             return
-        task = self._tg.create_task(self._held(coro, pid), name=f"lookup-{pid}")
+        task = self._tg.create_task(self._held(coro, pids), name=f"lookup-{pids[0]}")
         self._lookups.add(task)
         task.add_done_callback(self._lookups.discard)
 
-    async def _held(self, coro: Coroutine[Any, Any, None], pid: int) -> None:
+    async def _held(self, coro: Coroutine[Any, Any, None], pids: list[int]) -> None:
         """One lookup; positions are safe again once none is in flight. A cancelled one
-        (stopping) declares nothing: its alarm was not handed on."""
+        (stopping) declares nothing: its alarms were not handed on."""
         try:
             await coro
-        except Exception:  # a bug: the alarm stays set for a sweep, the intake goes on
-            logger.exception("handing on the alarm of process {} failed", pid)
-            self.tracker.settle(pid)
+        except Exception:  # a bug: the alarms stay set for a sweep, the intake goes on
+            logger.exception("handing on the alarm of {} failed", _processes(pids))
+            for pid in pids:
+                self.tracker.settle(pid)
         task = asyncio.current_task()
         if task is not None:
             self._lookups.discard(task)
@@ -125,56 +135,57 @@ class Intake:
 
     # ------------------------------------------------------------------ delivery
 
-    def _deliver(self, alarm: Alarm) -> None:
-        """Emit, after looking the name up when the stream's cache lacks it."""
-        if alarm.process_name is None and self.database is not None:
-            self._spawn(self._resolve_then_emit(alarm), alarm.process_id)
-            return
-        self.delivered += 1
-        self.emit(alarm)
-
-    def _failed(self, pid: int, doing: str, exc: ReactorError) -> None:
+    def _failed(self, pids: list[int], doing: str, exc: ReactorError) -> None:
         logger.warning("cannot {} ({}); sweeping again shortly", doing, exc)
-        self.tracker.settle(pid)  # a sweep delivers it again while it is set
+        for pid in pids:
+            self.tracker.settle(pid)  # a sweep delivers it again while it is set
         self.on_trouble()
 
-    async def _verify_then_emit(self, alarm: Alarm, *, replayed: bool = True) -> None:
-        """A replayed or re-examined alarm: emitted only while its row is still in alarm,
-        with the name PROCESE has now."""
+    async def _verify_then_emit(self, alarms: list[Alarm], *, replayed: bool = True) -> None:
+        """Replayed or re-examined alarms (one query for them all): each emitted only while
+        its row is still in alarm, with the name PROCESE has now."""
         assert self.database is not None
-        pid = alarm.process_id
+        pids = [a.process_id for a in alarms]
         try:
-            status = await self.database.call(queries.fetch_status, pid)
+            statuses = await self.database.call(queries.fetch_statuses, pids)
         except ReactorError as exc:
-            self._failed(pid, f"check the alarm of process {pid}", exc)
+            self._failed(pids, f"check the alarm of {_processes(pids)}", exc)
             return
-        if status is None or status[0] != 1:
-            if replayed:
-                logger.info("alarm of process {} at {} was set while reactor was not reading "
-                            "and is no longer set: not acted on", pid, alarm.position)
-            else:
-                logger.info("refused alarm of process {} is no longer set", pid)
-            self.tracker.forget(pid)
-            return
-        if status[1] is not None:
-            self.names[pid] = status[1]
-        self.delivered += 1
-        self.emit(Alarm(pid, status[1], alarm.source, alarm.detected_at, alarm.detected_mono,
-                        alarm.position))
+        for alarm in alarms:
+            pid = alarm.process_id
+            status = statuses.get(pid)
+            if status is None or status[0] != 1:
+                if replayed:
+                    logger.info("alarm of process {} at {} was set while reactor was not "
+                                "reading and is no longer set: not acted on", pid,
+                                alarm.position)
+                else:
+                    logger.info("refused alarm of process {} is no longer set", pid)
+                self.tracker.forget(pid)
+                continue
+            if status[1] is not None:
+                self.names[pid] = status[1]
+            self.delivered += 1
+            self.emit(Alarm(pid, status[1], alarm.source, alarm.detected_at,
+                            alarm.detected_mono, alarm.position))
 
-    async def _resolve_then_emit(self, alarm: Alarm) -> None:
+    async def _resolve_then_emit(self, alarms: list[Alarm]) -> None:
+        """Alarms whose name the cache lacks: looked up in PROCESE (one query), emitted."""
         assert self.database is not None
+        pids = [a.process_id for a in alarms]
         try:
-            name = await self.database.call(queries.fetch_name, alarm.process_id)
+            names = await self.database.call(queries.fetch_names_of, pids)
         except ReactorError as exc:
-            self._failed(alarm.process_id, f"look up process {alarm.process_id}", exc)
+            self._failed(pids, f"look up {_processes(pids)}", exc)
             return
-        if name is not None:
-            self.names[alarm.process_id] = name
-            alarm = Alarm(alarm.process_id, name, alarm.source, alarm.detected_at,
-                          alarm.detected_mono, alarm.position)
-        self.delivered += 1
-        self.emit(alarm)
+        for alarm in alarms:
+            name = names.get(alarm.process_id)
+            if name is not None:
+                self.names[alarm.process_id] = name
+                alarm = Alarm(alarm.process_id, name, alarm.source, alarm.detected_at,
+                              alarm.detected_mono, alarm.position)
+            self.delivered += 1
+            self.emit(alarm)
 
     # ------------------------------------------------------------------ stream
 
@@ -191,6 +202,8 @@ class Intake:
         at, mono = time.time(), time.monotonic()
         stream_change = self.tracker.stream_change
         names = self.names
+        check: list[Alarm] = []  # replayed: handed on if still in alarm (one query for all)
+        unnamed: list[Alarm] = []  # not in the name cache: looked up (one query for all)
         for change in changes:
             if isinstance(change, NameChange):
                 self._name_changed(change, position)
@@ -204,9 +217,16 @@ class Intake:
                 self._refused.pop(pid, None)
                 alarm = Alarm(pid, names.get(pid), Source.BINLOG, at, mono, position)
                 if verify:
-                    self._spawn(self._verify_then_emit(alarm), pid)
+                    check.append(alarm)
+                elif alarm.process_name is None and self.database is not None:
+                    unnamed.append(alarm)
                 else:
-                    self._deliver(alarm)
+                    self.delivered += 1
+                    self.emit(alarm)
+        if check:
+            self._spawn(self._verify_then_emit(check), [a.process_id for a in check])
+        if unnamed:
+            self._spawn(self._resolve_then_emit(unnamed), [a.process_id for a in unnamed])
         self._latest = checkpoint
         self.on_emitted()
         if not self._lookups:
@@ -225,7 +245,7 @@ class Intake:
             logger.info("PROCESE row of process {} changed: its refused alarm is looked at "
                         "again", pid)
             self._spawn(self._verify_then_emit(
-                Alarm(pid, name, Source.BINLOG, position=position), replayed=False), pid)
+                [Alarm(pid, name, Source.BINLOG, position=position)], replayed=False), [pid])
 
     # ------------------------------------------------------------------ poll / sweep
 

@@ -39,18 +39,33 @@ def fetch_names(cur: pymysql.cursors.Cursor) -> dict[int, str]:
     return {int(pid): name for pid, name in cur.fetchall()}
 
 
-def fetch_status(cur: pymysql.cursors.Cursor, pid: int) -> tuple[int, str | None] | None:
-    """(alarma, process_name) of one process now; None when STATUS_PROCESS lacks it."""
-    cur.execute("SELECT s.alarma, p.process_name FROM STATUS_PROCESS s LEFT JOIN PROCESE p "
-                "ON p.process_id = s.process_id WHERE s.process_id = %s", (pid,))
-    row = cur.fetchone()
-    return None if row is None else (int(row[0]), None if row[1] is None else str(row[1]))
+CHUNK = 1000  # ids per IN list
 
 
-def fetch_name(cur: pymysql.cursors.Cursor, pid: int) -> str | None:
-    cur.execute("SELECT process_name FROM PROCESE WHERE process_id = %s", (pid,))
-    row = cur.fetchone()
-    return None if row is None else str(row[0])
+def fetch_statuses(cur: pymysql.cursors.Cursor,
+                   pids: list[int]) -> dict[int, tuple[int, str | None]]:
+    """(alarma, process_name) of each of these processes now; those STATUS_PROCESS lacks
+    are not in the answer."""
+    out: dict[int, tuple[int, str | None]] = {}
+    for i in range(0, len(pids), CHUNK):
+        part = pids[i:i + CHUNK]
+        cur.execute("SELECT s.process_id, s.alarma, p.process_name FROM STATUS_PROCESS s "
+                    "LEFT JOIN PROCESE p ON p.process_id = s.process_id WHERE s.process_id "
+                    f"IN ({', '.join(['%s'] * len(part))})", part)
+        out.update({int(pid): (int(alarma), None if name is None else str(name))
+                    for pid, alarma, name in cur.fetchall()})
+    return out
+
+
+def fetch_names_of(cur: pymysql.cursors.Cursor, pids: list[int]) -> dict[int, str]:
+    """The names PROCESE has for these processes (those it lacks are not in the answer)."""
+    out: dict[int, str] = {}
+    for i in range(0, len(pids), CHUNK):
+        part = pids[i:i + CHUNK]
+        cur.execute("SELECT process_id, process_name FROM PROCESE WHERE process_id "
+                    f"IN ({', '.join(['%s'] * len(part))})", part)
+        out.update({int(pid): str(name) for pid, name in cur.fetchall()})
+    return out
 
 
 def master_status(cur: pymysql.cursors.Cursor) -> tuple[str, int] | None:
