@@ -33,14 +33,13 @@ import contextlib
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
 from reactor import __version__
 from reactor.actions.pipeline import Pipeline
 from reactor.actions.systemd import Systemd
-from reactor.alerts.dispatcher import build_alerts
 from reactor.config import Config, LoggingConfig, load_config
 from reactor.errors import ConfigError, ReactorError
 from reactor.events import Alarm, Observers, Source
@@ -53,6 +52,9 @@ from reactor.sources.monitor import Monitor
 from reactor.storage.database import Database
 from reactor.storage.records import Store
 from reactor.storage.statefile import StateFile
+
+if TYPE_CHECKING:
+    from reactor.alerts.dispatcher import Alerts
 
 STATUS_INTERVAL = 5.0  # seconds between STATUS= updates when there is no watchdog
 EXIT_INTERRUPTED = 130  # the stop was urgent (a second SIGINT): cycles were cut short
@@ -80,7 +82,11 @@ class Daemon:
         self.store = Store(self.database)
         self.observers.add(self.store)
         # alerts (when a sink is configured) hear the same steps and notices
-        self.alerts = build_alerts(config, self.state, self.observers)
+        self.alerts: Alerts | None = None
+        if config.alerts.sinks:  # the sinks' HTTP and SMTP clients only when there are some
+            from reactor.alerts.dispatcher import build_alerts
+
+            self.alerts = build_alerts(config, self.state, self.observers)
         if self.alerts is not None:
             self.observers.add(self.alerts)
         self.intake = Intake(self._submit, self.database, verify_replay=True)

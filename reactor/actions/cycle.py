@@ -43,7 +43,7 @@ from reactor.storage.records import Store
 StepFn = Callable[..., None]
 
 
-@dataclass
+@dataclass(slots=True)
 class Slot:
     """One process's cycle, wanted or running: its entry in the pipeline's pending table."""
 

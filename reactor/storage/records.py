@@ -36,7 +36,7 @@ RECORD_RETRY_FOR = 30.0
 AUDIT_BUFFER_MAX = 100_000
 # audit rows waiting above which new cycles wait (Store.room) while the database is up: a
 # storm must not run ahead of its own audit trail, nor fill memory with it
-AUDIT_HIGH_WATER = 20_000
+AUDIT_HIGH_WATER = 5_000
 AUDIT_FLUSH_INTERVAL = 0.05
 HOST = socket.gethostname()[:64]
 
