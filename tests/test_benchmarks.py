@@ -79,7 +79,10 @@ def test_reduced_benchmark_writes_results_with_the_schema(tmp_path: Path) -> Non
     for condition in ("without", "with"):
         assert set(scrape[condition]) == STATS and scrape[condition]["n"] > 0, scrape
     assert scrape["scrapes"] > 0 and not scrape["scrape_errors"], scrape
-    assert scrape["scrape_bytes"] > 1000 and isinstance(scrape["ratio_p50"], float)
+    # a ratio of two p50s of 3 alarms each: None when a p50 is 0 or below (measured from the
+    # client's commit, a dispatch can come before the OK: report.py says why)
+    assert scrape["scrape_bytes"] > 1000
+    assert scrape["ratio_p50"] is None or isinstance(scrape["ratio_p50"], float)
     storm = results["storm"]
     assert storm["units"] == 5 and storm["max_concurrent_restarts"] > 0
     assert {"all_detected_ms", "all_cleared_ms", "units_restarted_twice"} <= set(storm)
@@ -103,7 +106,7 @@ def test_reduced_benchmark_writes_results_with_the_schema(tmp_path: Path) -> Non
     assert alerts["latency"]["latency_ms"]["n"] == 3, alerts
     for run in ("no_sinks", "dead_sink"):
         assert alerts[run]["dispatch_ms"]["n"] == 3 and alerts[run]["not_cleared"] == 0
-    assert alerts["dispatch_ratio_p50"] > 0
+    assert alerts["dispatch_ratio_p50"] is None or isinstance(alerts["dispatch_ratio_p50"], float)
     machine = results["machine"]
     assert {"cpu_model", "cores", "kernel", "python", "mariadb", "date"} <= set(machine)
     assert machine["settle_time"] == 0

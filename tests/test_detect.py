@@ -97,6 +97,42 @@ def test_sweep_forgets_alarms_cleared_behind_the_streams_back() -> None:
     assert t.stream_change(1, row(0), row(1))
 
 
+def test_a_stream_behind_a_sweep_does_not_deliver_its_alarms_again() -> None:
+    """One UPDATE raised the alarm in the transaction ending at 150, which the stream has
+    not decoded yet; a sweep that read the server at 200 delivers it. The row is reset
+    (250) and a later sweep forgets it. When the stream reaches 150, that 0->1 is the one
+    the sweep delivered: no second alarm. The next one (350) is new."""
+    t = tracker()
+    assert t.sweep([1], t.now(), seen_at=("binlog.000001", 200)) == [1]
+    assert t.sweep([], t.now(), seen_at=("binlog.000001", 260)) == []
+    assert not t.is_active(1)
+    assert not t.stream_change(1, row(0), row(1), at=("binlog.000001", 150))
+    assert not t.stream_change(1, row(1), row(0), at=("binlog.000001", 250))
+    assert t.stream_change(1, row(0), row(1), at=("binlog.000001", 350))
+
+
+def test_a_stream_behind_a_handled_alarm_does_not_hand_it_over_again() -> None:
+    """The daemon: a sweep delivers the alarm before the stream reads it, the cycle
+    restarts the unit and is done (settled). The stream's late 0->1 of that same UPDATE
+    must not start a second restart; a later 0->1, in the next binlog file, does."""
+    t = tracker()
+    assert t.sweep([1], t.now(), seen_at=("binlog.000001", 200)) == [1]
+    t.settle(1)
+    assert not t.stream_change(1, row(0), row(1), at=("binlog.000001", 200))
+    assert not t.stream_change(1, row(1), row(0), at=("binlog.000002", 40))
+    assert t.stream_change(1, row(0), row(1), at=("binlog.000002", 90))
+
+
+def test_positions_of_a_lost_stream_do_not_hold_back_the_new_one() -> None:
+    """After the stream starts over (position lost, another binlog history), its positions
+    may sort before those the sweeps read: a 0->1 there is a new alarm."""
+    t = tracker()
+    assert t.sweep([1], t.now(), seen_at=("binlog.000007", 200)) == [1]
+    assert t.sweep([], t.now(), seen_at=("binlog.000007", 300)) == []
+    t.stream_restarted()
+    assert t.stream_change(1, row(0), row(1), at=("binlog.000001", 500))
+
+
 def test_backoff_grows_and_is_capped() -> None:
     b = Backoff(0.1, 1.0)
     assert [round(b.next(), 3) for _ in range(6)] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]

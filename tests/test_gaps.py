@@ -1,15 +1,22 @@
-"""Pure parts of the failure paths: the gap judge, the rules of what the stream cannot read,
-and what a config reload may change live."""
+"""Pure parts of the failure paths: the gap judge, a sweep racing a stream that is behind,
+the rules of what the stream cannot read, and what a config reload may change live."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
 from reactor.config import parse_config
+from reactor.events import Alarm, AlarmaChange, RowChange
 from reactor.reload import live_config
+from reactor.sources.binlog import BinlogSource
 from reactor.sources.binlog_rules import statement_kind, unreadable_event
 from reactor.sources.gaps import GapJudge
-from reactor.storage.statefile import Checkpoint, Origin
+from reactor.sources.intake import Intake
+from reactor.sources.monitor import Monitor
+from reactor.storage import queries
+from reactor.storage.statefile import Checkpoint, Origin, StateFile
 
 
 def at(pos: int, file: str = "binlog.000002") -> Checkpoint:
@@ -56,6 +63,48 @@ def test_a_lost_position_forgets_what_waits() -> None:
     judge.swept([8, 9], at(200), at(100))
     assert judge.forget() == [8, 9]
     assert judge.progress(at(999)) == []
+
+
+class Server:
+    """Answers the sweep's query: the rows in alarm, then the binlog position."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[int, str | None]] = []
+        self.at = ("binlog.000001", 0)
+
+    async def call(self, fn: Any, *args: Any) -> Any:
+        assert fn is queries.fetch_alarmed_at
+        return list(self.rows), self.at
+
+
+def test_a_sweep_ahead_of_the_stream_is_not_repeated_by_it() -> None:
+    """A sweep reads an alarm the stream has not decoded yet (the UPDATE ends at 200, the
+    server is at 250); the row is reset and the next sweep finds nothing. The stream's
+    late 0->1 is the alarm already delivered, and not a gap either. Once the stream starts
+    over elsewhere (position lost), a 0->1 at a position that sorts lower is new."""
+    config = parse_config("[database]\nuser = x\n")
+    emitted: list[Alarm] = []
+    intake, server = Intake(emitted.append), Server()
+    monitor = Monitor(config, server, StateFile(None), intake)  # type: ignore[arg-type]
+    monitor.binlog = BinlogSource(config.database, StateFile(None), on_batch=intake.on_batch,
+                                  on_connected=lambda cp: None)
+    up: list[RowChange] = [AlarmaChange(5, 0, 1)]
+    down: list[RowChange] = [AlarmaChange(5, 1, 0)]
+
+    async def scenario() -> None:
+        server.rows, server.at = [(5, "web")], ("binlog.000001", 250)
+        assert await monitor.sweep(catch_up=False) == 1
+        server.rows, server.at = [], ("binlog.000001", 300)
+        assert await monitor.sweep(catch_up=False) == 0
+        for changes, pos in ((up, 200), (down, 300)):  # the stream, late
+            intake.on_batch(changes, at(pos, "binlog.000001"))
+            assert monitor.judge.progress(at(pos, "binlog.000001")) == []
+        assert [a.source.value for a in emitted] == ["sweep"]
+        monitor._on_position_lost()
+        intake.on_batch(up, at(100, "binlog.000001"))
+        assert [a.source.value for a in emitted] == ["sweep", "binlog"]
+
+    asyncio.run(scenario())
 
 
 def test_what_the_stream_cannot_read() -> None:

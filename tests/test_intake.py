@@ -95,6 +95,26 @@ def test_sweep_row_without_a_name_is_delivered_as_unknown_at_once() -> None:
     assert [(a.process_id, a.process_name) for a in emitted] == [(7, None)]
 
 
+def test_a_sweep_ahead_of_the_stream_then_a_reset_prints_the_alarm_once() -> None:
+    """The flaky watch test's sequence: a sweep delivers an alarm whose UPDATE the stream
+    has not decoded yet; the row is reset and a later sweep finds nothing; then the stream
+    reaches the UPDATE. Its 0->1 is the alarm already delivered, not a second one."""
+    emitted: list[Alarm] = []
+    intake = Intake(emitted.append)
+    rows = [(10000, "bulk-10000")]
+    at = Checkpoint("binlog.000001", 2420726)  # the end of the UPDATE's transaction
+    assert intake.on_sweep(rows, intake.sweep_started(), Source.SWEEP,
+                           Checkpoint("binlog.000001", 2420726)) == [10000]
+    assert intake.on_sweep([], intake.sweep_started(), Source.SWEEP,
+                           Checkpoint("binlog.000001", 2491306)) == []
+    intake.on_batch(raised(10000), at)
+    intake.on_batch([AlarmaChange(10000, 1, 0)], Checkpoint("binlog.000001", 2491306))
+    intake.on_batch(raised(10000), Checkpoint("binlog.000001", 2561886))  # a new one
+    assert [(a.process_id, a.source) for a in emitted] == [
+        (10000, Source.SWEEP), (10000, Source.BINLOG)]
+    assert emitted[1].position == "binlog.000001:2561886"
+
+
 def test_a_checkpoint_waits_for_the_lookups_of_earlier_transactions() -> None:
     """While a name lookup is in flight, no later position is declared safe (`reactor
     watch --state-file` must not checkpoint a row it has not printed yet)."""

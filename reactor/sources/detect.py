@@ -11,6 +11,8 @@ import math
 import time
 from collections.abc import Callable, Iterable
 
+Position = tuple[str, int]  # a binlog position, as Checkpoint.key() orders it
+
 
 def alarma_of(image: dict[str, object] | None) -> int | None:
     """alarma in a row image; None when there is no image (or no such column)."""
@@ -42,6 +44,12 @@ class AlarmTracker:
       `again` holds the retried ones of the last sweep (the others are new to it).
     - A process whose state changed after the sweep's query started is left to the
       stream: the query may have read the row before that change.
+    - A sweep reads rows the stream may not have reached yet (`seen_at`: the server's
+      binlog position read after the rows). A 0->1 the stream shows later at or before
+      that position is one the sweep already delivered, not a new alarm, even once the
+      consumer settled it or a sweep forgot it (reset meanwhile); one after it is new. A
+      0->1 committed in the instant between the sweep's rows and its position read is
+      taken for the one it saw: it stays set, so the next sweep hands it over.
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
@@ -49,6 +57,9 @@ class AlarmTracker:
         self._delivered: set[int] = set()
         self._settled: set[int] = set()
         self._changed_at: dict[int, float] = {}
+        # pid -> the server position of the last sweep that delivered it: the stream's
+        # 0->1s up to there were delivered by that sweep
+        self._swept_at: dict[int, Position] = {}
         self.again: set[int] = set()  # of the last sweep's deliveries: retries
 
     def _touch(self, pid: int) -> None:
@@ -60,9 +71,16 @@ class AlarmTracker:
     def is_active(self, pid: int) -> bool:
         return pid in self._delivered
 
-    def stream_change(self, pid: int, before: int | None, after: int | None) -> bool:
-        """Feed one STATUS_PROCESS row change; True when it is an alarm to deliver."""
+    def stream_change(self, pid: int, before: int | None, after: int | None,
+                      at: Position | None = None) -> bool:
+        """Feed one STATUS_PROCESS row change, alarma before and after (of the transaction
+        ending at `at`); True when it is an alarm to deliver."""
         if is_alarm(before, after):
+            swept_at = self._swept_at.get(pid)
+            if swept_at is not None and at is not None:
+                if at <= swept_at:
+                    return False  # a sweep read this row after it and delivered it
+                del self._swept_at[pid]
             self._touch(pid)
             if pid in self._delivered and pid not in self._settled:
                 return False
@@ -76,9 +94,11 @@ class AlarmTracker:
         return False
 
     def sweep(self, in_alarm: Iterable[int], started: float,
-              hold: Callable[[int], bool] = lambda pid: False) -> list[int]:
-        """Feed the ids a sweep found in alarm (query began at `started`); returns those to
-        deliver, and forgets alarms that are no longer in alarm."""
+              hold: Callable[[int], bool] = lambda pid: False,
+              seen_at: Position | None = None) -> list[int]:
+        """Feed the ids a sweep found in alarm (query began at `started`; the server's binlog
+        position read after its rows: `seen_at`); returns those to deliver, and forgets
+        alarms that are no longer in alarm."""
         found = set(in_alarm)
         deliver: list[int] = []
         self.again = set()
@@ -92,12 +112,19 @@ class AlarmTracker:
             self._delivered.add(pid)
             self._settled.discard(pid)
             self._touch(pid)
+            if seen_at is not None:
+                self._swept_at[pid] = seen_at
             deliver.append(pid)
         for pid in list(self._delivered - found):
             if self._changed_at.get(pid, -math.inf) < started:
                 self._delivered.discard(pid)
                 self._settled.discard(pid)
         return deliver
+
+    def stream_restarted(self) -> None:
+        """The stream starts over at the server's current position (its own was lost, or
+        belongs to another history): positions read before do not compare with its own."""
+        self._swept_at.clear()
 
     def forget(self, pid: int) -> None:
         """The alarm could not be handed over after all: a later sweep delivers it."""

@@ -202,6 +202,7 @@ class Intake:
         at, mono = time.time(), time.monotonic()
         stream_change = self.tracker.stream_change
         names = self.names
+        at_key = checkpoint.key()
         check: list[Alarm] = []  # replayed: handed on if still in alarm (one query for all)
         unnamed: list[Alarm] = []  # not in the name cache: looked up (one query for all)
         for change in changes:
@@ -213,7 +214,7 @@ class Intake:
                 self.on_stream_alarm(pid)
             elif is_clear(change.before, change.after):
                 self._refused.pop(pid, None)
-            if stream_change(pid, change.before, change.after):
+            if stream_change(pid, change.before, change.after, at_key):
                 self._refused.pop(pid, None)
                 alarm = Alarm(pid, names.get(pid), Source.BINLOG, at, mono, position)
                 if verify:
@@ -259,9 +260,10 @@ class Intake:
         return self.tracker.again
 
     def on_sweep(self, rows: Iterable[tuple[int, str | None]], started: float,
-                 source: Source) -> list[int]:
-        """Rows found in alarm by a query that began at `started`; returns the process ids
-        of the alarms delivered."""
+                 source: Source, server_at: Checkpoint | None = None) -> list[int]:
+        """Rows found in alarm by a query that began at `started` (and the server's binlog
+        position read after them, if known); returns the process ids of the alarms
+        delivered."""
         rows = list(rows)
         for pid, name in rows:
             if name is not None:
@@ -271,7 +273,8 @@ class Intake:
             del self._refused[pid]  # no longer in alarm
         fresh = self.tracker.sweep(
             names, started,
-            hold=lambda pid: self._refused.get(pid) == (names[pid], self.generation))
+            hold=lambda pid: self._refused.get(pid) == (names[pid], self.generation),
+            seen_at=server_at.key() if server_at is not None else None)
         for pid in fresh:
             self._refused.pop(pid, None)
             # the sweep's LEFT JOIN already answered: a None name is an unknown process

@@ -247,6 +247,7 @@ class Monitor:
         """The stream starts over at the server's current position."""
         self._stream_at = None
         self.intake.replay_until = None
+        self.intake.tracker.stream_restarted()
         unjudged = self.judge.forget()
         if unjudged:
             logger.info("{} alarm(s) a sweep found ahead of the stream cannot be checked "
@@ -317,7 +318,7 @@ class Monitor:
             server_at = Checkpoint(*status) if status else None
         else:
             rows = await self.database.call(queries.fetch_alarmed)
-        found = self.intake.on_sweep(rows, started, source)
+        found = self.intake.on_sweep(rows, started, source, server_at)
         self.sweeps += 1
         self.sweep_seconds += time.monotonic() - began
         self.last_sweep_at = time.time()
