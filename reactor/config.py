@@ -974,6 +974,12 @@ def parse_config(text: str, path: str = "<string>") -> Config:
     if binlog.get("gtid") == "no" and len(binlog.get("servers") or ()) > 1:
         problems.append("[binlog] servers: several servers need GTID positions: a file and "
                         "offset mean nothing on another server; set [binlog] gtid = auto")
+    # (checked on a file without other problems: [database] is complete then)
+    if binlog.get("gtid") == "no" and not problems:
+        if BinlogConfig(**binlog).separate(DatabaseConfig(**parsed["database"])):
+            problems.append("[binlog] gtid: no, but the binlog is read from another server "
+                            "than [database]: only a GTID position means the same there; "
+                            "set gtid = auto")
     monitor = parsed["monitor"]
     if not monitor.get("host"):
         from reactor.ownership import this_host
