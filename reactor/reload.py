@@ -13,8 +13,9 @@ finish with the config they started with.
 
 Need a restart (the binlog stream and the connections stay as they are): all of
 [database] (connection, account, server_id, heartbeat, TLS) and of [binlog], [monitor]
-mode, state_file, host, take_unassigned and fleet_interval, [systemd] bus, and all of [metrics] (the listener is bound) and of [alerts]
-and the [alert.NAME] sinks (their queues and spools are open).
+mode, state_file, host, take_unassigned and fleet_interval, [systemd] bus, and all of
+[metrics] (the listener is bound) and of [alerts] and the [alert.NAME] sinks (their
+queues and spools are open).
 """
 
 from __future__ import annotations

@@ -158,10 +158,12 @@ async def _watch(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_watch(args: argparse.Namespace) -> int:
     config = _load(args)
-    server_id = args.server_id or config.database.server_id + 1
+    base = config.binlog.server_id or config.database.server_id
+    server_id = args.server_id or base + 1
     from reactor.config import with_overrides
 
-    config = with_overrides(config, database={"server_id": server_id})
+    config = with_overrides(config, database={"server_id": server_id},
+                            binlog={"server_id": server_id})
     logs.setup(config.logging, secrets=[config.database.password], to_file=False)
     return asyncio.run(_watch(config, args))
 
