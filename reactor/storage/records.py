@@ -49,9 +49,9 @@ AUDIT_SQL = ("INSERT INTO REACTOR_AUDIT (at, host, cycle, process_id, process_na
              "source, latency_ms, detail) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)")
 
 
-def audit_params(row: Step) -> tuple[object, ...]:
-    """A step as the parameters of AUDIT_SQL."""
-    return (dt.datetime.fromtimestamp(row.at), HOST, row.cycle, row.process_id,
+def audit_params(row: Step, host: str = HOST) -> tuple[object, ...]:
+    """A step as the parameters of AUDIT_SQL (`host`: the reactor's [monitor] host)."""
+    return (dt.datetime.fromtimestamp(row.at), host[:64], row.cycle, row.process_id,
             (row.process_name or "")[:100] or None, row.unit, row.step, row.source,
             None if row.latency_ms is None else round(row.latency_ms, 3),
             one_line(row.detail, DETAIL_MAX))
@@ -149,7 +149,8 @@ class Store:
             return True
         rows, self._rows = self._rows, []
         try:
-            await self.database.call(_insert_audit, [audit_params(r) for r in rows])
+            host = self.owned.host if self.owned is not None and self.owned.host else HOST
+            await self.database.call(_insert_audit, [audit_params(r, host) for r in rows])
         except TransientError as exc:
             self._rows[:0] = rows
             logger.warning("audit rows not written yet ({}): {} waiting", exc, len(self._rows))
