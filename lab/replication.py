@@ -31,11 +31,13 @@ REPL_USER, REPL_PASSWORD = "repl", "repl-pw"
 class Topology:
     """A primary (server_id 1) and `replicas` GTID replicas (server_id 2, 3 ...)."""
 
-    def __init__(self, base: str | os.PathLike[str], *, replicas: int = 2) -> None:
+    def __init__(self, base: str | os.PathLike[str], *, replicas: int = 2,
+                 replica_args: tuple[str, ...] = REPLICA_ARGS) -> None:
+        """`replica_args`: the replicas' settings (a test may turn log_slave_updates off)."""
         self.dir = Path(base)
         self.primary = MariaDB(self.dir / "primary", server_id=1, extra_args=REPLICA_ARGS)
         self.replicas = [MariaDB(self.dir / f"replica{i + 1}", server_id=i + 2,
-                                 binlog_args=BINLOG_ARGS, extra_args=REPLICA_ARGS)
+                                 binlog_args=BINLOG_ARGS, extra_args=replica_args)
                          for i in range(replicas)]
 
     @property

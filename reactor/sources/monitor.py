@@ -251,10 +251,11 @@ class Monitor:
                 await self._pause(delay)
 
     def _on_connected(self, position: Checkpoint | None) -> None:
+        server = self.binlog.reading if self.binlog is not None else "-"
         if self._connected_once:
-            logger.info("binlog stream reconnected at {}; sweeping", position)
+            logger.info("binlog stream reconnected at {} from {}; sweeping", position, server)
         else:
-            logger.info("binlog stream connected at {}", position)
+            logger.info("binlog stream connected at {} from {}", position, server)
         self._connected_once = True
         self.observers.end(Condition.STREAM_DOWN, f"binlog stream connected at {position}")
         self.request_sweep(catch_up=True)
