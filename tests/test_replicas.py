@@ -129,6 +129,10 @@ def world(topo: Topology, sandbox: SystemdSandbox, tmp_path: Path,
 @pytest.mark.systemd
 def test_stream_from_a_replica_then_resume_on_another_by_gtid(world: World) -> None:
     a, b = world.topo.replicas
+    # replicas' binlogs differ in their files and offsets (here B's: it rotated twice);
+    # only the GTID means the same on both
+    b.execute("FLUSH BINARY LOGS")
+    b.execute("FLUSH BINARY LOGS")
     first = world.add("first")
     p = world.run([a, b])
     assert f"from 127.0.0.1:{a.port}" in p.wait_stderr("binlog stream connected").string
@@ -184,13 +188,15 @@ def test_replica_killed_under_a_running_reactor_fails_over_without_loss(world: W
     p = world.run([a, b])
     world.set(before)
     world.cleared(before)
-    a.kill()
-    # set (and for `quick` reset at once: only the stream can see that one) while the
-    # reactor finds out that A is gone
+    # A stops sending (frozen, then killed): the alarms set meanwhile (and `quick`, reset
+    # at once: only a stream can see that one) are in B's binlog, after the checkpoint
+    a.freeze()
     for pid in during:
         world.set(pid)
     world.set(quick)
     world.set(quick, 0)
+    world.topo.sync(replicas=[b])
+    a.kill()
     p.wait_stderr(rf"trying 127.0.0.1:{b.port}", timeout=30)
     p.wait_stderr(rf"binlog stream reconnected at .* from 127.0.0.1:{b.port}", timeout=30)
     for pid in during:
