@@ -301,6 +301,7 @@ class Daemon:
     async def sweep_once(self) -> int:
         """One sweep, every alarm found handled to the end; the number of failed cycles."""
         async with self._opened("sweeping once", check_server=False):
+            await self.monitor.check_host_column()  # a fleet: only this host's rows
             found = await self.monitor.sweep(Source.SWEEP)
             logger.info("sweep found {} alarm(s)", found)
             await self.pipeline.wait_idle()

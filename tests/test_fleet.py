@@ -250,3 +250,19 @@ def test_seed_schema_without_the_column_acts_on_every_row(db: MariaDB,
     hosts = db.execute("SELECT DISTINCT host FROM REACTOR_AUDIT WHERE process_id = %s",
                        (pid,), database=DB)
     assert hosts == [("some-other-host",)]
+
+
+def test_sweep_once_lists_only_this_hosts_alarms(fleet: Fleet) -> None:
+    """`reactor sweep --once --dry-run` on web1 lists web1's alarms, not web2's."""
+    mine = fleet.add("dry-mine", "web1", units_on=())
+    theirs = fleet.add("dry-theirs", "web2", units_on=())
+    for pid in (mine, theirs):
+        fleet.alarm(pid)
+    p = Proc(["sweep", "--once", "--dry-run", "--config", str(fleet.config("web1", 0))])
+    fleet.procs.append(p)
+    assert p.proc.wait(30) == 0, p.stderr
+    ids = {line.split()[0] for line in p.lines_for(0.5)[1:]}
+    assert str(mine) in ids and str(theirs) not in ids, ids
+    for pid in (mine, theirs):
+        fleet.db.execute("UPDATE STATUS_PROCESS SET alarma = 0 WHERE process_id = %s", (pid,),
+                         database=DB)

@@ -209,11 +209,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     config = _load(args)
     if args.dry_run:
         from reactor.ops.table import table
+        from reactor.ownership import Ownership
         from reactor.storage.database import connect, mapped
-        from reactor.storage.queries import fetch_alarmed
+        from reactor.storage.queries import fetch_alarmed, has_host_column
 
         with connect(config.database) as conn, conn.cursor() as cur, mapped("sweep"):
-            rows = fetch_alarmed(cur)
+            owned = Ownership(config.monitor.host, config.monitor.take_unassigned,
+                              has_host_column(cur))
+            rows = fetch_alarmed(cur, owned)
         table(["ID", "NAME", "UNIT"], [
             [str(pid), name or "(unknown)", config.unit_for(name) if name else "-"]
             for pid, name in rows], sys.stdout)
