@@ -15,8 +15,9 @@ STATUS_PROCESS (clear, note) add, so that a row that moved to another host while
 ran is not written by its former owner. Host names compare as the column's collation does
 (case-insensitively with the default one), and so does `owns`.
 
-`column` is what the database has now: the preflight reads it at start; the binlog source
-reads it again after an ALTER TABLE of PROCESE in the stream, and a reload reads it too.
+`column` is what the database has now: read at start (or, when the database is down then,
+by the first sweep, before it selects anything: until then no alarm is owned); again after
+an ALTER TABLE of PROCESE in the stream, and after a reload.
 """
 
 from __future__ import annotations
@@ -32,12 +33,17 @@ def this_host() -> str:
 
 @dataclass
 class Ownership:
-    host: str
+    host: str  # "": no rule (`reactor watch`, which acts on nothing, sees every alarm)
     take_unassigned: bool = False
     column: bool = False  # PROCESE has a `host` column
+    known: bool = False  # `column` was read from the database (until then: nothing owned)
 
     def owns(self, host: object) -> bool:
         """A row whose PROCESE.host is `host` (None: NULL, or no PROCESE row at all)."""
+        if not self.host:
+            return True
+        if not self.known:
+            return False  # the database could not be asked yet: the first sweep asks
         if not self.column:
             return True
         if host is None or (isinstance(host, str) and not host.rstrip()):

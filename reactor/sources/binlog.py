@@ -303,7 +303,8 @@ class BinlogSource:
         logger.error(
             "binlog position {} is gone or unreadable{} ({}); restarting from the server's "
             "current position in {:.1f} s; a sweep will find alarms set in between",
-            self.position or "(the current one)", where, exc, delay,
+            self.position.describe() if self.position else "(the current one)", where, exc,
+            delay,
         )
         self.observers.happened(Happening.POSITION_LOST,
                                 f"binlog position {self.position or '-'} is gone: {exc}")

@@ -87,7 +87,6 @@ class Monitor:
         self.intake = intake
         self.owned = intake.owned  # whose rows (the intake's rule, shared)
         self._column_check = False  # PROCESE changed: look for its host column again
-        self._column_known = False
         # binlog servers the preflight found unsuitable are left out (None: not checked)
         self.binlog_servers = config.binlog_servers
         self.mode = ""
@@ -119,7 +118,11 @@ class Monitor:
         and DatabaseUnavailable/DatabaseRefused when the server cannot be asked."""
         configured = self.config.monitor.mode
         report = None
-        await self.check_host_column()
+        try:
+            await self.check_host_column()
+        except TransientError as exc:  # down now: the first sweep asks, before anything
+            logger.warning("cannot look for PROCESE's host column yet ({}); no alarm is "
+                           "taken before it is known", exc)
         if configured != "poll":
             if self.config.binlog.separate(self.config.database):
                 loop = asyncio.get_running_loop()
@@ -141,10 +144,10 @@ class Monitor:
         if not self.owned.host:
             return
         column = await self.database.call(queries.has_host_column)
-        if column != self.owned.column or not self._column_known:
+        if column != self.owned.column or not self.owned.known:
             self.owned.column = column
+            self.owned.known = True
             logger.info("acting on {}", self.owned.describe())
-        self._column_known = True
 
     def schema_changed(self) -> None:
         """A DDL on PROCESE went by in the stream: look for the column again, now."""
@@ -252,10 +255,11 @@ class Monitor:
 
     def _on_connected(self, position: Checkpoint | None) -> None:
         server = self.binlog.reading if self.binlog is not None else "-"
+        where = position.describe() if position is not None else None
         if self._connected_once:
-            logger.info("binlog stream reconnected at {} from {}; sweeping", position, server)
+            logger.info("binlog stream reconnected at {} from {}; sweeping", where, server)
         else:
-            logger.info("binlog stream connected at {} from {}", position, server)
+            logger.info("binlog stream connected at {} from {}", where, server)
         self._connected_once = True
         self.observers.end(Condition.STREAM_DOWN, f"binlog stream connected at {position}")
         self.request_sweep(catch_up=True)
@@ -354,7 +358,7 @@ class Monitor:
         began = time.monotonic()
         streaming = self.binlog is not None and source is Source.SWEEP
         server_at: Checkpoint | None = None
-        if self._column_check:
+        if self._column_check or (self.owned.host and not self.owned.known):
             self._column_check = False
             await self.check_host_column()
         if streaming:

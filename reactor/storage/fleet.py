@@ -101,8 +101,8 @@ class FleetRow:
     def _refused(self, exc: DatabaseRefused) -> None:
         self.enabled = False
         missing = f"(error {MISSING_TABLE})" in str(exc)
-        if missing and not self.owned.column:
-            logger.debug("no REACTOR_FLEET table (one host, seed schema): no fleet row")
+        if not self.owned.column:  # no table, or no grant on it (1142): not a fleet
+            logger.debug("no REACTOR_FLEET row (one host, seed schema): {}", exc)
             return
         why = ("REACTOR_FLEET is missing: apply sql/fleet.sql" if missing
                else f"{exc} (see the grants in sql/fleet.sql)")

@@ -151,6 +151,10 @@ class Checkpoint:
     server: str = ""  # host:port (or socket) of the binlog server it was read from
 
     def __str__(self) -> str:
+        return f"{self.file}:{self.pos}"
+
+    def describe(self) -> str:
+        """For the log: file:offset, and the GTID position where there is one."""
         return f"{self.file}:{self.pos}" + (f" (gtid {self.gtid})" if self.gtid else "")
 
     def key(self) -> tuple[str, int]:
