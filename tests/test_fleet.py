@@ -6,6 +6,7 @@ alarms wait with nobody to act on them. And the seed schema (no host column) is 
 
 from __future__ import annotations
 
+import itertools
 import json
 import secrets
 import shutil
@@ -30,6 +31,7 @@ pytestmark = [pytest.mark.mariadb, pytest.mark.systemd]
 
 DB = "v_process_monitor"
 HOSTS = ("web1", "web2", "web3")
+IDS = itertools.count(300)  # process ids, unique across the module's tests (one database)
 
 
 @pytest.fixture(scope="module")
@@ -71,12 +73,11 @@ class Fleet:
     tmp: Path
     procs: list[Proc]
     tag: str
-    next_id: int = 300
 
     def add(self, base: str, host: str | None, units_on: tuple[str, ...] = HOSTS) -> int:
         """A process row for `host` and a started unit of its name in each sandbox of
         `units_on` (the same unit name on several hosts: each has its own copy)."""
-        pid, self.next_id = self.next_id, self.next_id + 1
+        pid = next(IDS)
         name = f"{base}-{self.tag}"
         self.db.execute("INSERT INTO PROCESE (process_id, process_name, host) VALUES "
                         "(%s, %s, %s)", (pid, name, host), database=DB)
