@@ -95,6 +95,7 @@ class Happening(StrEnum):
     SWEEP_CAUGHT = "sweep_caught"  # the sweep found alarms the stream had not delivered
     POSITION_LOST = "position_lost"  # the binlog position is purged or impossible (1236)
     EVENT_UNREADABLE = "event_unreadable"  # the stream met an event it cannot decode
+    FLEET_UNRECORDED = "fleet_unrecorded"  # this reactor's REACTOR_FLEET row cannot be written
 
 
 @dataclass(frozen=True, slots=True)

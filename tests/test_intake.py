@@ -18,9 +18,11 @@ class FakeDatabase:
     `gate` holds every call until it is set."""
 
     def __init__(self, names: dict[int, str] | None = None,
-                 alarms: dict[int, int] | None = None) -> None:
+                 alarms: dict[int, int] | None = None,
+                 hosts: dict[int, str] | None = None) -> None:
         self.names = names or {}
         self.alarms = alarms or {}
+        self.hosts = hosts or {}
         self.down = False
         self.gate = asyncio.Event()
         self.gate.set()
@@ -32,8 +34,10 @@ class FakeDatabase:
         pid = args[0]
         if fn is queries.fetch_name:
             return self.names.get(pid)
+        if fn is queries.fetch_process:
+            return (self.names[pid], self.hosts.get(pid)) if pid in self.names else None
         if fn is queries.fetch_status:
-            return (self.alarms.get(pid, 0), self.names.get(pid))
+            return (self.alarms.get(pid, 0), self.names.get(pid), self.hosts.get(pid))
         raise AssertionError(fn)
 
 

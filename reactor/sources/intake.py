@@ -24,6 +24,13 @@ reads another name for it, or after the config was reloaded (`reconfigured`). So
 alarm heals without anyone touching `alarma`, and an unchanged refusal does not rewrite its
 note and audit rows at every sweep.
 
+Ownership (many hosts, one database: reactor/ownership.py): with a `host` column in
+PROCESE, an alarm of a row this reactor does not own is dropped here, before the pipeline
+(no step, no audit row, no note, no clear). The host of each process comes with its name:
+loaded at start, kept current by PROCESE row changes in the stream, and read with every
+lookup and replay check. A row whose host changes to this reactor's while its alarm is set
+is taken at once (like a refusal that heals).
+
 Lookups and replay checks are tasks of the intake's own TaskGroup (`run`, until `close`).
 
 Error handling: a lookup or replay check that fails (database down or refusing) is logged
@@ -42,6 +49,7 @@ from loguru import logger
 
 from reactor.errors import ReactorError
 from reactor.events import Alarm, RowChange, Source
+from reactor.ownership import Ownership
 from reactor.sources.detect import AlarmTracker, is_alarm, is_clear
 from reactor.storage import queries
 from reactor.storage.database import Database
@@ -56,12 +64,25 @@ def _pid(change: RowChange) -> int | None:
     return value if isinstance(value, int) else None
 
 
+def _procese_row(change: RowChange) -> tuple[str | None, str | None] | None:
+    """A PROCESE change: (process_name, host) after it, or None when the row was deleted
+    (host None: NULL, or no such column)."""
+    if change.after is None:
+        return None
+    name, host = change.after.get("process_name"), change.after.get("host")
+    return (name if isinstance(name, str) else None, host if isinstance(host, str) else None)
+
+
 class Intake:
     def __init__(self, emit: Emit, database: Database | None = None,
                  clock: Callable[[], float] = time.monotonic, *,
-                 verify_replay: bool = False) -> None:
+                 verify_replay: bool = False, owned: Ownership | None = None) -> None:
         self.emit = emit
         self.database = database
+        # whose alarms to take (None: every one, as `reactor watch` prints them all)
+        self.owned = owned if owned is not None else Ownership("", column=False)
+        self.hosts: dict[int, str | None] = {}  # PROCESE.host per process (with the column)
+        self.foreign = 0  # alarms of other hosts' rows, dropped
         self.verify_replay = verify_replay
         self.replay_until: Checkpoint | None = None  # set when resuming from a checkpoint
         self.tracker = AlarmTracker(clock)
@@ -128,12 +149,26 @@ class Intake:
     # ------------------------------------------------------------------ delivery
 
     def _deliver(self, alarm: Alarm) -> None:
-        """Emit, after looking the name up when the stream's cache lacks it."""
-        if alarm.process_name is None and self.database is not None:
-            self._spawn(self._resolve_then_emit(alarm), alarm.process_id)
+        """Emit, after looking the name (and host) up when the stream's cache lacks it."""
+        pid = alarm.process_id
+        unknown = alarm.process_name is None or (self.owned.column and pid not in self.hosts)
+        if unknown and self.database is not None:
+            self._spawn(self._resolve_then_emit(alarm), pid)
+            return
+        if not self._mine(pid, self.hosts.get(pid)):
             return
         self.delivered += 1
         self.emit(alarm)
+
+    def _mine(self, pid: int, host: str | None) -> bool:
+        """Whether this reactor owns the row; an alarm it does not own is let go here (a
+        row that moves to this host later is taken then: _name_changed)."""
+        if self.owned.owns(host):
+            return True
+        self.foreign += 1
+        self.tracker.forget(pid)
+        logger.debug("alarm of process {} is for host {}: not ours", pid, host)
+        return False
 
     def _failed(self, pid: int, doing: str, exc: ReactorError) -> None:
         logger.warning("cannot {} ({}); sweeping again shortly", doing, exc)
@@ -146,16 +181,20 @@ class Intake:
         assert self.database is not None
         pid = alarm.process_id
         try:
-            status = await self.database.call(queries.fetch_status, pid)
+            status = await self.database.call(queries.fetch_status, pid, self.owned.column)
         except ReactorError as exc:
             self._failed(pid, f"check the alarm of process {pid}", exc)
+            return
+        if status is not None and self.owned.column:
+            self.hosts[pid] = status[2]
+        if status is not None and status[0] == 1 and not self._mine(pid, status[2]):
             return
         if status is None or status[0] != 1:
             if replayed:
                 logger.info("alarm of process {} at {} was set while reactor was not reading "
                             "and is no longer set: not acted on", pid, alarm.position)
             else:
-                logger.info("refused alarm of process {} is no longer set", pid)
+                logger.info("alarm of process {} looked at again is no longer set", pid)
             self.tracker.forget(pid)
             return
         if status[1] is not None:
@@ -167,9 +206,15 @@ class Intake:
     async def _resolve_then_emit(self, alarm: Alarm) -> None:
         assert self.database is not None
         try:
-            name = await self.database.call(queries.fetch_name, alarm.process_id)
+            row = await self.database.call(queries.fetch_process, alarm.process_id,
+                                           self.owned.column)
         except ReactorError as exc:
             self._failed(alarm.process_id, f"look up process {alarm.process_id}", exc)
+            return
+        name, host = row if row is not None else (None, None)
+        if self.owned.column:
+            self.hosts[alarm.process_id] = host
+        if not self._mine(alarm.process_id, host):
             return
         if name is not None:
             self.names[alarm.process_id] = name
@@ -213,12 +258,24 @@ class Intake:
 
     def _name_changed(self, pid: int, change: RowChange, position: str) -> None:
         name: str | None = None
-        if change.after is None:
+        row = _procese_row(change)
+        was_mine = self.owned.owns(self.hosts.get(pid))
+        if row is None:
             self.names.pop(pid, None)
+            self.hosts.pop(pid, None)
         else:
-            value = change.after.get("process_name")
-            if isinstance(value, str):
-                self.names[pid] = name = value
+            name, host = row
+            if name is not None:
+                self.names[pid] = name
+            self.hosts[pid] = host
+            if self.owned.column and not was_mine and self.owned.owns(host) \
+                    and self.tracker.take(pid):
+                # moved to this host: its alarm, if set, is ours now
+                logger.info("process {} moved to this host ({}): its alarm, if set, is taken",
+                            pid, host)
+                self._spawn(self._verify_then_emit(
+                    Alarm(pid, name, Source.BINLOG, position=position), replayed=False), pid)
+                return
         refusal = self._refused.get(pid)
         if refusal is not None and refusal[0] != name and self.tracker.redeliver(pid):
             # a refused alarm whose row changed: looked at again, if it is still set

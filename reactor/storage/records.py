@@ -6,6 +6,11 @@
   Observers fan-out), buffered and written in batches by `run()` (its `at` is the time of
   the step, not of the write).
 
+Ownership: with a `host` column in PROCESE, the clear and the note of a row whose host is
+no longer this reactor's (moved while its cycle ran) change nothing: both statements carry
+the condition of reactor/ownership.py (`owned_sql`, one fragment for every write of
+STATUS_PROCESS).
+
 Error handling: clear/note retry transient errors (database down, a row lock held past
 the lock wait timeout) with a capped backoff for up to RECORD_RETRY_FOR seconds, then give
 up with an ERROR (the alarm stays set; the pipeline keeps retrying a clear in the
@@ -25,6 +30,7 @@ from loguru import logger
 
 from reactor.errors import ReactorError, TransientError
 from reactor.events import Notice, Step
+from reactor.ownership import Ownership
 from reactor.retry import Backoff
 from reactor.storage.database import Database
 from reactor.text import one_line
@@ -43,20 +49,35 @@ AUDIT_SQL = ("INSERT INTO REACTOR_AUDIT (at, host, cycle, process_id, process_na
              "source, latency_ms, detail) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)")
 
 
-def audit_params(row: Step) -> tuple[object, ...]:
-    """A step as the parameters of AUDIT_SQL."""
-    return (dt.datetime.fromtimestamp(row.at), HOST, row.cycle, row.process_id,
+def audit_params(row: Step, host: str = HOST) -> tuple[object, ...]:
+    """A step as the parameters of AUDIT_SQL (`host`: the reactor's [monitor] host)."""
+    return (dt.datetime.fromtimestamp(row.at), host[:64], row.cycle, row.process_id,
             (row.process_name or "")[:100] or None, row.unit, row.step, row.source,
             None if row.latency_ms is None else round(row.latency_ms, 3),
             one_line(row.detail, DETAIL_MAX))
 
 
-def _clear(cur: pymysql.cursors.Cursor, pid: int, note: str) -> bool:
-    return bool(cur.execute(CLEAR_SQL, (one_line(note, NOTE_MAX), pid)))
+# PROCESE.host of the STATUS_PROCESS row being written (NULL when PROCESE lacks the id)
+ROW_HOST_SQL = ("(SELECT p.host FROM PROCESE p "
+                "WHERE p.process_id = STATUS_PROCESS.process_id)")
 
 
-def _note(cur: pymysql.cursors.Cursor, pid: int, note: str) -> bool:
-    cur.execute(NOTE_SQL, (one_line(note, NOTE_MAX), pid))
+def owned_sql(owned: Ownership | None) -> tuple[str, tuple[object, ...]]:
+    """The condition every write of STATUS_PROCESS adds: the row is this reactor's
+    ("" without a host column: the seed schema's statements, unchanged)."""
+    return owned.where(ROW_HOST_SQL) if owned is not None else ("", ())
+
+
+def _clear(cur: pymysql.cursors.Cursor, pid: int, note: str,
+           owned: Ownership | None = None) -> bool:
+    cond, params = owned_sql(owned)
+    return bool(cur.execute(CLEAR_SQL + cond, (one_line(note, NOTE_MAX), pid, *params)))
+
+
+def _note(cur: pymysql.cursors.Cursor, pid: int, note: str,
+          owned: Ownership | None = None) -> bool:
+    cond, params = owned_sql(owned)
+    cur.execute(NOTE_SQL + cond, (one_line(note, NOTE_MAX), pid, *params))
     return True
 
 
@@ -65,8 +86,9 @@ def _insert_audit(cur: pymysql.cursors.Cursor, rows: list[tuple[object, ...]]) -
 
 
 class Store:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, owned: Ownership | None = None) -> None:
         self.database = database
+        self.owned = owned  # the rows this reactor may write (None: all)
         self._rows: list[Step] = []
         self._pending = asyncio.Event()
         self._stopping = False
@@ -77,7 +99,8 @@ class Store:
         deadline = time.monotonic() + RECORD_RETRY_FOR
         while True:
             try:
-                return bool(await self.database.call(fn, pid, note))  # type: ignore[arg-type]
+                return bool(await self.database.call(fn, pid, note,  # type: ignore[arg-type]
+                                                     self.owned))
             except TransientError as exc:
                 if time.monotonic() >= deadline or self._stopping:
                     logger.error("could not {} for process {} ({}); the alarm stays set",
@@ -100,7 +123,7 @@ class Store:
         """One try of clear(), for a caller that retries on its own and says so: None when
         the database is unavailable (or the row locked), not logged here."""
         try:
-            return bool(await self.database.call(_clear, pid, note))
+            return bool(await self.database.call(_clear, pid, note, self.owned))
         except TransientError:
             return None
 
@@ -126,7 +149,8 @@ class Store:
             return True
         rows, self._rows = self._rows, []
         try:
-            await self.database.call(_insert_audit, [audit_params(r) for r in rows])
+            host = self.owned.host if self.owned is not None and self.owned.host else HOST
+            await self.database.call(_insert_audit, [audit_params(r, host) for r in rows])
         except TransientError as exc:
             self._rows[:0] = rows
             logger.warning("audit rows not written yet ({}): {} waiting", exc, len(self._rows))
