@@ -49,8 +49,9 @@ class MariaDB:
 
     def __init__(self, base: str | os.PathLike[str], *, port: int | None = None,
                  binlog_args: tuple[str, ...] = BINLOG_ARGS,
-                 extra_args: tuple[str, ...] = ()) -> None:
+                 extra_args: tuple[str, ...] = (), server_id: int = 1) -> None:
         self.dir = Path(base)
+        self.server_id = server_id
         self.datadir = self.dir / "data"
         self.socket = str(self.dir / "mysqld.sock")
         self.port = port or free_port()
@@ -84,7 +85,7 @@ class MariaDB:
         cmd = [
             _binary("mariadbd"), "--no-defaults", f"--datadir={self.datadir}",
             f"--socket={self.socket}", f"--port={self.port}", "--bind-address=127.0.0.1",
-            f"--pid-file={self.dir / 'mariadb.pid'}", "--server-id=1",
+            f"--pid-file={self.dir / 'mariadb.pid'}", f"--server-id={self.server_id}",
             f"--tmpdir={self.tmpdir}",
             "--innodb-buffer-pool-size=64M", "--max-connections=500",
             *self.binlog_args, *self.extra_args,

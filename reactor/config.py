@@ -278,6 +278,43 @@ def _optional_port(raw: str) -> int | None:
     return int(Number(1, 65535, whole=True)(raw)) if raw.strip() else None
 
 
+def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """A key of [binlog] that defaults to its [database] namesake: empty = None."""
+    def optional(raw: str) -> Any:
+        return parse(raw) if raw.strip() else None
+
+    optional.__name__ = f"optional_{getattr(parse, '__name__', 'value')}"
+    return optional
+
+
+def _servers(raw: str) -> tuple[tuple[str, int], ...]:
+    """host:port, host:port ... in failover order ([::1]:3306 for IPv6)."""
+    found: list[tuple[str, int]] = []
+    for part in raw.replace(",", " ").split():
+        host, sep, port = part.rpartition(":")
+        if not sep or not host:
+            raise ValueError(f"must be host:port, host:port ..., got {part!r}")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        try:
+            number = int(port)
+        except ValueError:
+            raise ValueError(f"port must be a number, got {port!r} in {part!r}") from None
+        if not 0 < number < 65536:
+            raise ValueError(f"port must be 1-65535, got {number} in {part!r}")
+        if (host, number) in found:
+            raise ValueError(f"{part} is given twice")
+        found.append((host, number))
+    return tuple(found)
+
+
+def _host_name(raw: str) -> str:
+    value = raw.strip()
+    if len(value) > 64:
+        raise ValueError(f"must be at most 64 characters (PROCESE.host), got {len(value)}")
+    return value
+
+
 def _addresses(raw: str) -> tuple[str, ...]:
     """Mail addresses separated by commas or spaces; each must look like user@domain."""
     parts = tuple(part for part in raw.replace(",", " ").split() if part)
@@ -357,6 +394,41 @@ KEYS: tuple[Key, ...] = (
         "restarts in progress at once, over all processes"),
     Key("monitor", "shutdown_timeout", Number(0, 3600, unit="seconds"), "20",
         "seconds a stop waits for in-flight cycles before cancelling them"),
+    Key("monitor", "host", _host_name, "",
+        "this reactor's name in PROCESE.host (its processes) and REACTOR_FLEET; empty: "
+        "this machine's host name"),
+    Key("monitor", "take_unassigned", _boolean, "no",
+        "yes: also act on the processes whose PROCESE.host is empty (NULL) and on alarms of "
+        "ids PROCESE lacks; one reactor of a fleet at most should"),
+    Key("monitor", "fleet_interval", Number(0, 3600, unit="seconds"), "10",
+        "seconds between updates of this reactor's REACTOR_FLEET row; 0 = no row"),
+    Key("binlog", "host", _text, "",
+        "the server the binlog is read from; empty: [database] host (and socket)"),
+    Key("binlog", "port", _optional_port, "", "its TCP port; empty: [database] port"),
+    Key("binlog", "servers", _servers, "",
+        "host:port, host:port ...: binlog servers to fail over between, in order (instead "
+        "of host and port); each must log what it replicates (log_slave_updates)"),
+    Key("binlog", "user", _text, "", "the account on the binlog servers; empty: [database] user"),
+    Key("binlog", "password", _password, "",
+        "that account's password; empty (with user empty): [database] password"),
+    Key("binlog", "server_id", _optional(Number(1, 2**32 - 1, whole=True)), "",
+        "binlog replica id; empty: [database] server_id"),
+    Key("binlog", "heartbeat", _optional(Number(0.1, 3600, unit="seconds")), "",
+        "seconds between server heartbeats; empty: [database] heartbeat"),
+    Key("binlog", "connect_timeout", _optional(Number(0.1, 3600, unit="seconds")), "",
+        "seconds to wait for a connection; empty: [database] connect_timeout"),
+    Key("binlog", "ssl_ca", _readable_file, "", "CA certificate file (PEM); empty: [database] "
+        "ssl_ca"),
+    Key("binlog", "ssl_cert", _readable_file, "",
+        "client certificate file (PEM); empty: [database] ssl_cert"),
+    Key("binlog", "ssl_key", _readable_file, "",
+        "the client certificate's key file; empty: [database] ssl_key"),
+    Key("binlog", "ssl_verify_identity", _optional(_boolean), "",
+        "with ssl_ca: the server's certificate must name the host; empty: [database] "
+        "ssl_verify_identity"),
+    Key("binlog", "gtid", _choice(("auto", "no")), "auto",
+        "auto: checkpoint and resume by GTID where the server has GTIDs; no: by file and "
+        "offset only (one server)"),
     Key("systemd", "bus", _bus, "system",
         "system, user (the session bus of DBUS_SESSION_BUS_ADDRESS) or a D-Bus address"),
     Key("systemd", "call_timeout", Number(0.1, 600, unit="seconds"), "5",
@@ -444,7 +516,7 @@ KEYS: tuple[Key, ...] = (
     Key("process", "command_timeout", Number(0.01, 86400, unit="seconds"), "30",
         "seconds before a pre_restart or health_check command is killed"),
 )
-SECTIONS = ("database", "monitor", "systemd", "logging", "metrics", "alerts")
+SECTIONS = ("database", "binlog", "monitor", "systemd", "logging", "metrics", "alerts")
 
 
 def keys_of(section: str) -> dict[str, Key]:
@@ -508,6 +580,56 @@ class MonitorConfig:
     denied_units: tuple[str, ...]
     max_concurrent_restarts: int
     shutdown_timeout: float
+    host: str = ""  # resolved by parse_config: never empty in a loaded Config
+    take_unassigned: bool = False
+    fleet_interval: float = 10.0
+
+
+@dataclass(frozen=True)
+class BinlogConfig:
+    """[binlog]: where the stream comes from; every empty key is [database]'s."""
+
+    host: str = ""
+    port: int | None = None
+    servers: tuple[tuple[str, int], ...] = ()
+    user: str = ""
+    password: str = field(default="", repr=False)
+    server_id: int | None = None
+    heartbeat: float | None = None
+    connect_timeout: float | None = None
+    ssl_ca: str = ""
+    ssl_cert: str = ""
+    ssl_key: str = ""
+    ssl_verify_identity: bool | None = None
+    gtid: str = "auto"
+
+    def connections(self, db: DatabaseConfig) -> tuple[DatabaseConfig, ...]:
+        """One DatabaseConfig per binlog server, in failover order (the first: [binlog]
+        host and port, or [database]'s server when [binlog] names none)."""
+        base = replace(
+            db,
+            user=self.user or db.user,
+            password=self.password if self.user else db.password,
+            server_id=db.server_id if self.server_id is None else self.server_id,
+            heartbeat=db.heartbeat if self.heartbeat is None else self.heartbeat,
+            connect_timeout=db.connect_timeout if self.connect_timeout is None
+            else self.connect_timeout,
+            ssl_ca=self.ssl_ca or db.ssl_ca, ssl_cert=self.ssl_cert or db.ssl_cert,
+            ssl_key=self.ssl_key or db.ssl_key,
+            ssl_verify_identity=db.ssl_verify_identity if self.ssl_verify_identity is None
+            else self.ssl_verify_identity,
+        )
+        if self.servers:
+            return tuple(replace(base, host=h, port=p, socket="") for h, p in self.servers)
+        if self.host or self.port is not None:
+            return (replace(base, host=self.host or db.host, port=self.port or db.port,
+                            socket="" if self.host else db.socket),)
+        return (base,)
+
+    def separate(self, db: DatabaseConfig) -> bool:
+        """The stream comes (or may come) from another server than the one written to."""
+        return any((c.host, c.port, c.socket) != (db.host, db.port, db.socket)
+                   for c in self.connections(db))
 
 
 @dataclass(frozen=True)
@@ -626,10 +748,17 @@ class Config:
         ("127.0.0.1", 9464), False, "", 15.0))
     alerts: AlertsConfig = field(default_factory=lambda: AlertsConfig(**_defaults(
         keys_of("alerts"))))
+    binlog: BinlogConfig = field(default_factory=BinlogConfig)
+
+    @property
+    def binlog_servers(self) -> tuple[DatabaseConfig, ...]:
+        """The binlog servers, in failover order, as connection settings."""
+        return self.binlog.connections(self.database)
 
     def secrets(self) -> list[str]:
         """Every secret of the file, for the log redactor."""
-        return [s for s in (self.database.password, *self.alerts.secrets()) if s]
+        return [s for s in (self.database.password, self.binlog.password,
+                            *self.alerts.secrets()) if s]
 
     def for_process(self, name: str) -> ProcessConfig:
         """The settings for a process: its own section, else [process.default]."""
@@ -853,6 +982,26 @@ def parse_config(text: str, path: str = "<string>") -> Config:
                         "can reach it reads the metrics and status (no secrets, no "
                         "authentication): set [metrics] allow_remote = yes to allow it")
 
+    binlog = parsed["binlog"]
+    if binlog.get("servers") and (binlog.get("host") or binlog.get("port") is not None):
+        problems.append("[binlog] servers: give either servers or host and port, not both")
+    if binlog.get("password") and not binlog.get("user"):
+        problems.append("[binlog] user: required with [binlog] password")
+    if binlog.get("gtid") == "no" and len(binlog.get("servers") or ()) > 1:
+        problems.append("[binlog] servers: several servers need GTID positions: a file and "
+                        "offset mean nothing on another server; set [binlog] gtid = auto")
+    # (checked on a file without other problems: [database] is complete then)
+    if binlog.get("gtid") == "no" and not problems:
+        if BinlogConfig(**binlog).separate(DatabaseConfig(**parsed["database"])):
+            problems.append("[binlog] gtid: no, but the binlog is read from another server "
+                            "than [database]: only a GTID position means the same there; "
+                            "set gtid = auto")
+    monitor = parsed["monitor"]
+    if not monitor.get("host"):
+        from reactor.ownership import this_host
+
+        monitor["host"] = this_host()
+
     if problems:
         raise ConfigError(problems)
     return Config(
@@ -865,6 +1014,7 @@ def parse_config(text: str, path: str = "<string>") -> Config:
         processes={n: ProcessConfig(**v) for n, v in process_values.items()},
         metrics=MetricsConfig(**metrics),
         alerts=AlertsConfig(**parsed["alerts"], sinks=tuple(sinks)),
+        binlog=BinlogConfig(**binlog),
     )
 
 

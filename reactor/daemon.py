@@ -2,7 +2,8 @@
 
     start:    config -> logging -> state file -> database check (mode) -> D-Bus
     run:      one TaskGroup owns the pipeline, the alerts, the store (outcomes and audit
-              rows), the sources (monitor: the stream, the sweeps, the intake's lookups),
+              rows), the fleet row (REACTOR_FLEET, every fleet_interval), the sources
+              (monitor: the stream, the sweeps, the intake's lookups),
               the heartbeat (watchdog pings + STATUS=) and, with [metrics], the listener
               and textfile writer (bound before READY); READY=1 once the first sweep after
               the source connected is done and the bus is connected
@@ -12,7 +13,7 @@
               alarms were handed on) -> cancel the cycles whose restart was not issued
               (their alarms stay set) -> drain those issued (shutdown_timeout) -> send
               grouped alerts (a short drain; the rest stays in the spool) -> flush audit
-              rows -> close bus and database -> write the state file
+              rows -> fleet row 'stopped' -> close bus and database -> write the state file
 
 Every way out takes the stop path: SIGTERM or SIGINT; a second SIGINT (urgent: the issued
 cycles are cancelled too, audit rows and the checkpoint are still written; exit 130); the
@@ -46,10 +47,12 @@ from reactor.events import Alarm, Observers, Source
 from reactor.metrics.service import MetricsService
 from reactor.metrics.snapshot import CycleSnapshot, Snapshot, SourceSnapshot
 from reactor.notify import Notifier
+from reactor.ownership import Ownership
 from reactor.reload import live_config
 from reactor.sources.intake import Intake
 from reactor.sources.monitor import Monitor
 from reactor.storage.database import Database
+from reactor.storage.fleet import FleetRow, FleetState
 from reactor.storage.records import Store
 from reactor.storage.statefile import StateFile
 
@@ -79,7 +82,9 @@ class Daemon:
         self.observers = Observers()
         self.database = Database(config.database, observers=self.observers)
         self.systemd = Systemd(config.systemd, self.observers)
-        self.store = Store(self.database)
+        # whose rows this reactor acts on and writes (the host column is looked for at start)
+        self.owned = Ownership(config.monitor.host, config.monitor.take_unassigned)
+        self.store = Store(self.database, self.owned)
         self.observers.add(self.store)
         # alerts (when a sink is configured) hear the same steps and notices
         self.alerts: Alerts | None = None
@@ -89,7 +94,8 @@ class Daemon:
             self.alerts = build_alerts(config, self.state, self.observers)
         if self.alerts is not None:
             self.observers.add(self.alerts)
-        self.intake = Intake(self._submit, self.database, verify_replay=True)
+        self.intake = Intake(self._submit, self.database, verify_replay=True,
+                             owned=self.owned)
         self.pipeline = Pipeline(
             config, self.systemd, self.store, self.state,
             settle=self.intake.settle, is_active=self.intake.tracker.is_active,
@@ -97,6 +103,8 @@ class Daemon:
         )
         self.monitor = Monitor(config, self.database, self.state, self.intake,
                                self.observers)
+        self.fleet = FleetRow(self.database, self.owned, config.monitor.fleet_interval,
+                              lambda: self.fleet_state("running"), self.observers)
         self._stop = asyncio.Event()
         self._urgent = False
         self._failure: BaseException | None = None
@@ -125,6 +133,18 @@ class Daemon:
         return (f"mode={self.monitor.mode}{where}; alarms={self.intake.delivered} "
                 f"restarted={c.restarted} failed={c.failed} refused={c.refused} "
                 f"coalesced={c.coalesced} in_flight={self.pipeline.in_flight}")
+
+    def fleet_state(self, state: str) -> FleetState:
+        """This reactor's REACTOR_FLEET row."""
+        b = self.monitor.binlog
+        cp = b.position if b is not None else None
+        return FleetState(
+            state=state, version=__version__, pid=os.getpid(), mode=self.monitor.mode,
+            binlog_server=b.reading if b is not None else None,
+            position=f"{cp.file}:{cp.pos}" if cp is not None else None,
+            gtid=str(cp.gtid) if cp is not None and cp.gtid is not None else None,
+            seconds_behind=b.seconds_behind if b is not None else None,
+            in_flight=self.pipeline.in_flight)
 
     def snapshot(self) -> Snapshot:
         """The daemon's state now, read-only, for metrics, /status.json and /healthz."""
@@ -188,6 +208,7 @@ class Daemon:
         self.systemd.cfg = live.systemd  # the same bus; its timeouts apply to the next calls
         self.pipeline.reconfigure(live)
         self.monitor.reconfigured(live)
+        self.fleet.recheck(live.monitor.fleet_interval)
         logger.info("config reloaded: {} process section(s)", len(live.processes))
         return True
 
@@ -242,6 +263,8 @@ class Daemon:
                     # retry a database that is briefly away
                     self.store.stop()
             await self.store.flush()
+            if check_server:  # `run`, not `sweep --once`: the row says it stopped
+                await self.fleet.stopped(self.fleet_state("stopped"))
         finally:
             self.monitor.stop()
             await self.systemd.close()
@@ -257,6 +280,7 @@ class Daemon:
                 await self.metrics.start()
                 metrics = tg.create_task(self._guard(self.metrics.run(), "metrics"),
                                          name="metrics")
+            fleet = tg.create_task(self._guard(self.fleet.run(), "fleet row"), name="fleet")
             source = tg.create_task(self._guard(self.monitor.run(), "alarm source"),
                                     name="sources")
             beat = tg.create_task(self._guard(self._heartbeat(), "heartbeat"),
@@ -271,6 +295,8 @@ class Daemon:
             self.notifier.stopping("stopping: finishing in-flight restarts")
             self.monitor.stop()
             await source
+            self.fleet.stop()
+            await fleet
             beat.cancel()
             if metrics is not None:
                 metrics.cancel()
@@ -283,6 +309,7 @@ class Daemon:
     async def sweep_once(self) -> int:
         """One sweep, every alarm found handled to the end; the number of failed cycles."""
         async with self._opened("sweeping once", check_server=False):
+            await self.monitor.check_host_column()  # a fleet: only this host's rows
             found = await self.monitor.sweep(Source.SWEEP)
             logger.info("sweep found {} alarm(s)", found)
             await self.pipeline.wait_idle()

@@ -47,6 +47,7 @@ class NameChange:
 
     pid: int
     name: str | None  # process_name after; None: the row was deleted
+    host: str | None = None  # PROCESE.host after (sql/fleet.sql); None: NULL, or no column
 
 
 RowChange = AlarmaChange | NameChange
@@ -108,6 +109,7 @@ class Happening(StrEnum):
     SWEEP_CAUGHT = "sweep_caught"  # the sweep found alarms the stream had not delivered
     POSITION_LOST = "position_lost"  # the binlog position is purged or impossible (1236)
     EVENT_UNREADABLE = "event_unreadable"  # the stream met an event it cannot decode
+    FLEET_UNRECORDED = "fleet_unrecorded"  # this reactor's REACTOR_FLEET row cannot be written
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,9 +12,10 @@ shutdown_timeout, [systemd] call_timeout and job_timeout, [logging]. Cycles in f
 finish with the config they started with.
 
 Need a restart (the binlog stream and the connections stay as they are): all of
-[database] (connection, account, server_id, heartbeat, TLS), [monitor] mode and
-state_file, [systemd] bus, and all of [metrics] (the listener is bound) and of [alerts]
-and the [alert.NAME] sinks (their queues and spools are open).
+[database] (connection, account, server_id, heartbeat, TLS) and of [binlog], [monitor]
+mode, state_file, host, take_unassigned and fleet_interval, [systemd] bus, and all of
+[metrics] (the listener is bound) and of [alerts] and the [alert.NAME] sinks (their
+queues and spools are open).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from reactor.config import Config
 
 RESTART_ONLY: dict[str, tuple[str, ...] | None] = {
     "database": None,  # every key
-    "monitor": ("mode", "state_file"),
+    "binlog": None,  # the stream's servers and account
+    "monitor": ("mode", "state_file", "host", "take_unassigned", "fleet_interval"),
     "systemd": ("bus",),
     "metrics": None,
     "alerts": None,  # with its sinks: the [alert.NAME] sections

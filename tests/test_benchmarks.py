@@ -161,3 +161,23 @@ def test_only_the_modes_own_source_counts_and_short_runs_miss_the_n_target() -> 
     assert results["machine"]["update_round_trip_ms"]["n"] == 3  # type: ignore[index]
     n_target = report.targets(results)[0]  # type: ignore[arg-type]
     assert n_target.goal.startswith("n >= 200") and n_target.verdict == "MISS"
+
+
+@pytest.mark.mariadb
+def test_reduced_fleet_benchmark_writes_its_results(tmp_path: Path) -> None:
+    """benchmarks/fleet.py, much reduced: a primary and two replicas, one reader per
+    layout, three alarms; every alarm seen by the probe, the files written."""
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.fleet", "--readers", "1",
+                           "--alarms", "3", "--output", str(tmp_path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300, check=False)
+    if proc.returncode == EXIT_UNAVAILABLE:
+        unavailable(proc.stderr.strip().splitlines()[-1])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads((tmp_path / "fleet.json").read_text())
+    assert [(r["layout"], r["readers"]) for r in results["runs"]] == [("one", 1),
+                                                                     ("spread", 1)]
+    for run in results["runs"]:
+        assert run["missed"] == 0 and run["detect_ms"]["n"] == 3, run
+        assert run["server_cpu_ms_per_alarm"] >= 0 and not run["reader_errors"], run
+    assert (tmp_path / "fleet.md").read_text().startswith("Measured ")
+    assert (tmp_path / "fleet.png").stat().st_size > 0

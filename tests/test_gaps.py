@@ -70,7 +70,7 @@ class Server:
 
     def __init__(self) -> None:
         self.rows: list[tuple[int, str | None]] = []
-        self.at = ("binlog.000001", 0)
+        self.at = ("binlog.000001", 0, "")  # file, offset, GTID position ("": none)
 
     async def call(self, fn: Any, *args: Any) -> Any:
         assert fn is queries.fetch_alarmed_at
@@ -92,9 +92,9 @@ def test_a_sweep_ahead_of_the_stream_is_not_repeated_by_it() -> None:
     down: list[RowChange] = [AlarmaChange(5, 1, 0)]
 
     async def scenario() -> None:
-        server.rows, server.at = [(5, "web")], ("binlog.000001", 250)
+        server.rows, server.at = [(5, "web")], ("binlog.000001", 250, "")
         assert await monitor.sweep(catch_up=False) == 1
-        server.rows, server.at = [], ("binlog.000001", 300)
+        server.rows, server.at = [], ("binlog.000001", 300, "")
         assert await monitor.sweep(catch_up=False) == 0
         for changes, pos in ((up, 200), (down, 300)):  # the stream, late
             intake.on_batch(changes, at(pos, "binlog.000001"))

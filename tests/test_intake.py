@@ -18,9 +18,11 @@ class FakeDatabase:
     `gate` holds every call until it is set."""
 
     def __init__(self, names: dict[int, str] | None = None,
-                 alarms: dict[int, int] | None = None) -> None:
+                 alarms: dict[int, int] | None = None,
+                 hosts: dict[int, str] | None = None) -> None:
         self.names = names or {}
         self.alarms = alarms or {}
+        self.hosts = hosts or {}
         self.down = False
         self.gate = asyncio.Event()
         self.gate.set()
@@ -30,10 +32,12 @@ class FakeDatabase:
         if self.down:
             raise DatabaseUnavailable("server gone")
         pids = args[0]
-        if fn is queries.fetch_names_of:
-            return {pid: self.names[pid] for pid in pids if pid in self.names}
+        if fn is queries.fetch_processes_of:
+            return {pid: (self.names[pid], self.hosts.get(pid)) for pid in pids
+                    if pid in self.names}
         if fn is queries.fetch_statuses:
-            return {pid: (self.alarms.get(pid, 0), self.names.get(pid)) for pid in pids}
+            return {pid: (self.alarms.get(pid, 0), self.names.get(pid), self.hosts.get(pid))
+                    for pid in pids}
         raise AssertionError(fn)
 
 

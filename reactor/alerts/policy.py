@@ -74,6 +74,9 @@ EVENTS: dict[str, Event] = {
     "event_unreadable": Event(
         Severity.WARNING, "the binlog stream met an event it cannot read",
         "the binlog stream met {n} events it cannot read"),
+    "fleet_unrecorded": Event(
+        Severity.WARNING, "this reactor's REACTOR_FLEET row cannot be written: `reactor "
+        "fleet` does not show it", "fleet row not written ({n} times)"),
     "test": Event(Severity.INFO, "test alert from `reactor alert test`",
                   "{n} test alerts"),
 }

@@ -81,7 +81,7 @@ class Metrics:
             registry=r)
         self.happenings = Counter(
             "reactor_happenings", "Degraded one-off events: sweep_caught, position_lost "
-            "(binlog error 1236), event_unreadable", ["kind"], registry=r)
+            "(binlog error 1236), event_unreadable, fleet_unrecorded", ["kind"], registry=r)
         for source in Source:
             self.alarms.labels(source.value)
         for result in CYCLE_RESULTS:

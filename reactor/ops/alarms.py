@@ -1,5 +1,9 @@
 """`reactor alarm ...` and the menu: list processes, raise and reset alarms, as an
-operator's SQL client would (blocking PyMySQL: a short-lived command, no event loop)."""
+operator's SQL client would (blocking PyMySQL: a short-lived command, no event loop).
+
+With PROCESE's host column (sql/fleet.sql) the list shows each process's host, and
+`--host NAME` keeps the processes of one host (`--host ''`: those with no host) for the
+list and for `set --all` / `reset --all`."""
 
 from __future__ import annotations
 
@@ -10,17 +14,47 @@ from reactor.config import Config
 from reactor.errors import NotFound
 from reactor.ops.table import table
 from reactor.storage.database import connect, describe, mapped
+from reactor.storage.queries import has_host_column
 
 PROCESSES_SQL = (
     "SELECT p.process_id, p.process_name, COALESCE(s.alarma, 0), s.notes FROM PROCESE p "
     "LEFT JOIN STATUS_PROCESS s ON s.process_id = p.process_id ORDER BY p.process_id"
 )
+HOST_PROCESSES_SQL = (
+    "SELECT p.process_id, p.process_name, COALESCE(s.alarma, 0), s.notes, p.host "
+    "FROM PROCESE p LEFT JOIN STATUS_PROCESS s ON s.process_id = p.process_id WHERE 1{} "
+    "ORDER BY p.process_id"
+)
 
 
-def processes(config: Config) -> list[tuple[int, str, int, str | None]]:
+def host_filter(host: str | None) -> tuple[str, tuple[object, ...]]:
+    """(" AND condition on p.host", params) for --host ("" = no host); ("", ()) for all."""
+    if host is None:
+        return "", ()
+    if not host.strip():
+        return " AND COALESCE(p.host, '') = ''", ()
+    return " AND p.host = %s", (host,)
+
+
+def processes(config: Config, host: str | None = None
+              ) -> list[tuple[int, str, int, str | None]]:
+    return [(i, n, a, s) for i, n, a, s, _ in processes_on(config, host)[0]]
+
+
+def processes_on(config: Config, host: str | None = None
+                 ) -> tuple[list[tuple[int, str, int, str | None, str | None]], bool]:
+    """Every process (of `host`, when given) with its alarma, notes and host; and whether
+    PROCESE has a host column (without one, no process has a host: --host '' is all)."""
     with connect(config.database) as conn, conn.cursor() as cur, mapped("list processes"):
-        cur.execute(PROCESSES_SQL)
-        return [(int(i), str(n), int(a), s) for i, n, a, s in cur.fetchall()]
+        column = has_host_column(cur)
+        if not column:
+            cur.execute(PROCESSES_SQL)
+            if host is not None and host.strip():
+                return [], False  # no process has a host
+            return [(int(i), str(n), int(a), s, None) for i, n, a, s in cur.fetchall()], False
+        cond, params = host_filter(host)
+        cur.execute(HOST_PROCESSES_SQL.format(cond), params)
+        return [(int(i), str(n), int(a), s, h) for i, n, a, s, h in cur.fetchall()], True
 
 
 def _resolve_id(cur: Any, ident: str) -> tuple[int, str]:
@@ -36,10 +70,23 @@ def _resolve_id(cur: Any, ident: str) -> tuple[int, str]:
     return int(row[0]), str(row[1])
 
 
-def set_alarm(config: Config, ident: str | None, value: int) -> list[tuple[int, str]]:
-    """alarma=value for one process (id or name) or, with ident None, for all. Returns
-    the processes changed."""
+def set_alarm(config: Config, ident: str | None, value: int,
+              host: str | None = None) -> list[tuple[int, str]]:
+    """alarma=value for one process (id or name) or, with ident None, for all (of `host`,
+    when given). Returns the processes changed."""
     with connect(config.database) as conn, conn.cursor() as cur, mapped("set alarm"):
+        if ident is None and host is not None:
+            if not has_host_column(cur):
+                raise NotFound("PROCESE has no host column (sql/fleet.sql): --host "
+                               "selects nothing")
+            cond, params = host_filter(host)
+            cur.execute("SELECT s.process_id, p.process_name FROM STATUS_PROCESS s JOIN "
+                        "PROCESE p ON p.process_id = s.process_id WHERE s.alarma <> %s"
+                        + cond, (value, *params))
+            changed = [(int(i), str(n)) for i, n in cur.fetchall()]
+            cur.executemany("UPDATE STATUS_PROCESS SET alarma = %s WHERE process_id = %s "
+                            "AND alarma <> %s", [(value, pid, value) for pid, _ in changed])
+            return changed
         if ident is None:
             cur.execute("SELECT s.process_id, p.process_name FROM STATUS_PROCESS s JOIN "
                         "PROCESE p ON p.process_id = s.process_id WHERE s.alarma <> %s",
@@ -58,10 +105,14 @@ def set_alarm(config: Config, ident: str | None, value: int) -> list[tuple[int, 
         return [(pid, name)]
 
 
-def print_processes(config: Config, out: TextIO = sys.stdout) -> None:
-    rows = processes(config)
-    table(["ID", "NAME", "ALARMA", "NOTES"],
-          [[str(i), n, str(a), s or ""] for i, n, a, s in rows], out)
+def print_processes(config: Config, out: TextIO = sys.stdout, host: str | None = None) -> None:
+    rows, column = processes_on(config, host)
+    if not column:
+        table(["ID", "NAME", "ALARMA", "NOTES"],
+              [[str(i), n, str(a), s or ""] for i, n, a, s, _ in rows], out)
+        return
+    table(["ID", "NAME", "HOST", "ALARMA", "NOTES"],
+          [[str(i), n, h or "-", str(a), s or ""] for i, n, a, s, h in rows], out)
 
 
 def where(config: Config) -> str:

@@ -171,10 +171,12 @@ async def _watch(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_watch(args: argparse.Namespace) -> int:
     config = _load(args)
-    server_id = args.server_id or config.database.server_id + 1
+    base = config.binlog.server_id or config.database.server_id
+    server_id = args.server_id or base + 1
     from reactor.config import with_overrides
 
-    config = with_overrides(config, database={"server_id": server_id})
+    config = with_overrides(config, database={"server_id": server_id},
+                            binlog={"server_id": server_id})
     logs.setup(config.logging, secrets=[config.database.password], to_file=False)
     return asyncio.run(_watch(config, args))
 
@@ -220,11 +222,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     config = _load(args)
     if args.dry_run:
         from reactor.ops.table import table
+        from reactor.ownership import Ownership
         from reactor.storage.database import connect, mapped
-        from reactor.storage.queries import fetch_alarmed
+        from reactor.storage.queries import fetch_alarmed, has_host_column
 
         with connect(config.database) as conn, conn.cursor() as cur, mapped("sweep"):
-            rows = fetch_alarmed(cur)
+            owned = Ownership(config.monitor.host, config.monitor.take_unassigned,
+                              has_host_column(cur))
+            rows = fetch_alarmed(cur, owned)
         table(["ID", "NAME", "UNIT"], [
             [str(pid), name or "(unknown)", config.unit_for(name) if name else "-"]
             for pid, name in rows], sys.stdout)
@@ -239,7 +244,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from reactor.ops import status
 
-    status.print_status(_load(args), args.json)
+    status.print_status(_load(args), args.json, host=args.host)
+    return EXIT_OK
+
+
+def cmd_fleet(args: argparse.Namespace) -> int:
+    from reactor.ops import fleet
+
+    fleet.print_fleet(_load(args), args.json, args.stale)
     return EXIT_OK
 
 
@@ -248,15 +260,19 @@ def cmd_alarm(args: argparse.Namespace) -> int:
 
     config = _load(args)
     if args.action == "list":
-        alarms.print_processes(config)
+        alarms.print_processes(config, host=args.host)
         return EXIT_OK
+    if args.host is not None and not args.all:
+        print(f"reactor alarm {args.action}: --host goes with --all", file=sys.stderr)
+        return EXIT_USAGE
     value = 1 if args.action == "set" else 0
     if args.all == bool(args.process):
         print(f"reactor alarm {args.action}: give a process id or name, or --all",
               file=sys.stderr)
         return EXIT_USAGE
     try:
-        changed = alarms.set_alarm(config, None if args.all else args.process, value)
+        changed = alarms.set_alarm(config, None if args.all else args.process, value,
+                                   host=args.host)
     except NotFound as exc:
         print(f"reactor: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -322,10 +338,20 @@ def build_parser() -> argparse.ArgumentParser:
     add("check-config", cmd_check_config, "validate a config file; one line per problem")
     st = add("status", cmd_status, "a table per process: alarm, breaker, last action, unit state")
     st.add_argument("--json", action="store_true", help="one JSON object per process")
+    st.add_argument("--host", metavar="NAME",
+                    help="only the processes of this host (PROCESE.host; '' = no host)")
     al = add("alarm", cmd_alarm, "list, set or reset alarms (the test menu as subcommands)")
     al.add_argument("action", choices=["list", "set", "reset"])
     al.add_argument("process", nargs="?", help="process id or name (set/reset)")
     al.add_argument("--all", action="store_true", help="every process (set/reset)")
+    al.add_argument("--host", metavar="NAME",
+                    help="only the processes of this host (list; set/reset with --all)")
+    fl = add("fleet", cmd_fleet, "every reactor of the database, those not seen for a while, "
+                                 "and alarms waiting on hosts without a live reactor")
+    fl.add_argument("--json", action="store_true", help="one JSON document")
+    fl.add_argument("--stale", type=float, metavar="SECONDS",
+                    help="not seen for this long = not live (default: 3 x [monitor] "
+                         "fleet_interval, at least 30)")
     add("menu", cmd_menu, "interactive test menu: display, set one, set all, reset all")
     at = add("alert", cmd_alert, "send a test alert to every alert sink (or one) and show "
                                  "what each answered")

@@ -52,6 +52,7 @@ class ProcessStatus:
     last_action: str | None
     last_action_at: str | None
     unit_state: str
+    host: str | None = None  # PROCESE.host (None: NULL, or no such column)
 
 
 def _latest_steps(config: Config) -> dict[int, tuple[str, dt.datetime, str]]:
@@ -76,10 +77,14 @@ async def _unit_states(config: Config, units: list[str]) -> dict[str, str]:
         await sd.close()
 
 
-def status(config: Config, daemon: dict[str, Any] | None = None) -> list[ProcessStatus]:
-    """Every process; `daemon` is the running daemon's status document, if it answered."""
+def status(config: Config, daemon: dict[str, Any] | None = None,
+           host: str | None = None) -> list[ProcessStatus]:
+    """Every process (of `host`, when given); `daemon` is the running daemon's status
+    document, if it answered."""
     flying = {p["id"]: p["in_flight"] for p in daemon["processes"]} if daemon else {}
-    rows = alarms.processes(config)
+    with_hosts, _ = alarms.processes_on(config, host)
+    hosts = {row[0]: row[4] for row in with_hosts}
+    rows = [row[:4] for row in with_hosts]
     steps = _latest_steps(config)
     unreadable = ""
     try:
@@ -98,20 +103,30 @@ def status(config: Config, daemon: dict[str, Any] | None = None) -> list[Process
             in_flight=flying.get(pid, False) if daemon else None,
             last_action=f"{step[0]}: {step[2]}".rstrip(": ") if step else None,
             last_action_at=step[1].isoformat(sep=" ", timespec="seconds") if step else None,
-            unit_state=states.get(units[name], "?"),
+            unit_state=states.get(units[name], "?"), host=hosts.get(pid),
         ))
     return out
 
 
-def print_status(config: Config, as_json: bool, out: TextIO = sys.stdout) -> None:
+def print_status(config: Config, as_json: bool, out: TextIO = sys.stdout,
+                 host: str | None = None) -> None:
     daemon, why = document.fetch(config.metrics)
-    rows = status(config, daemon)
+    rows = status(config, daemon, host)
     if as_json:
         out.write(json.dumps({"daemon": daemon["daemon"] if daemon else None,
                               "processes": [asdict(r) for r in rows]}, indent=1) + "\n")
         return
-    table(["ID", "NAME", "UNIT", "ALARMA", "BREAKER", "LAST ACTION", "WHEN", "UNIT STATE"],
-          [[str(r.id), r.name, r.unit, str(r.alarma), r.breaker, (r.last_action or "-")[:48],
-            r.last_action_at or "-", r.unit_state] for r in rows], out)
+    if any(r.host is not None for r in rows):
+        table(["ID", "NAME", "HOST", "UNIT", "ALARMA", "BREAKER", "LAST ACTION", "WHEN",
+               "UNIT STATE"],
+              [[str(r.id), r.name, r.host or "-", r.unit, str(r.alarma), r.breaker,
+                (r.last_action or "-")[:48], r.last_action_at or "-", r.unit_state]
+               for r in rows], out)
+    else:
+        table(["ID", "NAME", "UNIT", "ALARMA", "BREAKER", "LAST ACTION", "WHEN",
+               "UNIT STATE"],
+              [[str(r.id), r.name, r.unit, str(r.alarma), r.breaker,
+                (r.last_action or "-")[:48], r.last_action_at or "-", r.unit_state]
+               for r in rows], out)
     out.write("\n" + "\n".join(document.summary(daemon["daemon"] if daemon else None, why))
               + "\n")

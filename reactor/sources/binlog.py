@@ -30,6 +30,16 @@ The server sends a heartbeat every `[database] heartbeat` seconds; a connection 
 2.5 heartbeats is dead (frozen or unreachable server), the session ends and `run` opens a
 new one from the last boundary after a capped backoff.
 
+Servers: `servers` lists the binlog servers in failover order ([binlog] servers; one,
+[database]'s, by default). Each session starts with the first one of the list not yet
+tried in this round: a server that cannot be reached, drops the stream, has not reached
+the checkpoint's GTID yet or refuses the dump is left for the next one at once (a
+failover); once every server was tried, the round starts again from the first after the
+backoff. Only a GTID position moves between servers (a file and offset mean something on
+one server only): the config refuses several servers without GTIDs. A GTID position no
+reachable server of the list has (purged everywhere, another history) -> ERROR naming
+`[binlog] servers`, restart from the first reachable server's current position, sweep.
+
 Error handling: transient failures (server down, frozen, restarted) -> WARNING, reconnect
 with backoff, then `on_connected` (the caller sweeps). Error 1236 (position purged or
 impossible) -> ERROR, restart from the server's current position after the backoff (a 1236
@@ -50,22 +60,24 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import pymysql
 from loguru import logger
 
 from reactor.config import DatabaseConfig
-from reactor.errors import BinlogPositionLost, DatabaseUnavailable
+from reactor.errors import BinlogPositionLost, BinlogRefused, DatabaseUnavailable
 from reactor.events import Condition, Happening, Observers, RowChange
 from reactor.retry import Backoff
 from reactor.sources.binlog_session import (
     Session,
+    _Behind,
     _DuplicateServerId,
     _Reconnect,
     _Undecodable,
     _WrongServer,
 )
+from reactor.storage.database import describe
 from reactor.storage.statefile import Checkpoint, StateFile
 
 Batch = Callable[[list[RowChange], Checkpoint], None]
@@ -86,7 +98,7 @@ class BinlogSource:
 
     def __init__(
         self,
-        cfg: DatabaseConfig,
+        servers: DatabaseConfig | Sequence[DatabaseConfig],
         state: StateFile,
         *,
         on_batch: Batch,
@@ -98,8 +110,16 @@ class BinlogSource:
         backoff: Backoff | None = None,
         folds_case: bool = False,
         observers: Observers | None = None,
+        gtid: bool = True,
+        on_schema_change: Callable[[], None] = lambda: None,
     ) -> None:
-        self.cfg = cfg
+        self.servers = (servers,) if isinstance(servers, DatabaseConfig) else tuple(servers)
+        self.cfg = self.servers[0]  # the server of the current (or next) session
+        self.use_gtid = gtid  # checkpoint and resume by GTID where the server has them
+        self.on_schema_change = on_schema_change  # a DDL on PROCESE went by
+        self.reading = describe(self.cfg)  # host:port of the server read from
+        self._tried: set[int] = set()  # servers that failed in this round
+        self._round: list[Exception] = []  # how each failed
         self.observers = observers if observers is not None else Observers()
         # lower_case_table_names = 1: the server names schema and tables in lower case
         # in the binlog; rows are handed on under the names the rest of reactor uses
@@ -146,10 +166,17 @@ class BinlogSource:
                 except asyncio.CancelledError:
                     self.stop()
                     raise
-                except (BinlogPositionLost, DatabaseUnavailable, _Reconnect) as exc:
+                except (BinlogPositionLost, DatabaseUnavailable, _Reconnect,
+                        BinlogRefused) as caught:
                     self.connected = False
                     if self._stopping.is_set():
                         break
+                    verdict = self._failover(caught)
+                    if verdict is None:
+                        continue  # the next server of the list, at once
+                    if isinstance(verdict, BinlogRefused):
+                        raise verdict from verdict.__cause__
+                    exc = verdict
                     self.reconnects += 1
                     lost = exc if isinstance(exc, BinlogPositionLost) else None
                     if isinstance(exc, _Undecodable):
@@ -174,6 +201,11 @@ class BinlogSource:
                             "+ 1 for `reactor watch`): the server dropped this stream for it "
                             "({}); give each reader its own id; reconnecting in {:.1f} s",
                             self.cfg.server_id, exc, delay)
+                    elif len(self.servers) > 1:
+                        logger.warning(
+                            "binlog stream lost on every server of [binlog] servers ({}); "
+                            "reconnecting from {} in {:.1f} s", exc, self.position
+                            or "the current position", delay)
                     else:
                         logger.warning(
                             "binlog stream lost: {}; reconnecting from {} in {:.1f} s",
@@ -199,6 +231,62 @@ class BinlogSource:
         """One session, in a worker thread (binlog_session.py)."""
         Session(self).run()
 
+    async def current_position(self) -> Checkpoint:
+        """Where the first binlog server that answers stands now (file, offset and GTID
+        state). Raises DatabaseUnavailable (none answered) or BinlogRefused."""
+        loop = asyncio.get_running_loop()
+        failures: list[str] = []
+        current = self.cfg
+        try:
+            for cfg in self.servers:
+                self.cfg = cfg
+                try:
+                    return await loop.run_in_executor(None, Session(self).where_now)
+                except DatabaseUnavailable as exc:
+                    failures.append(str(exc))
+        finally:
+            self.cfg = current
+        raise DatabaseUnavailable("no binlog server answers: " + "; ".join(failures))
+
+    def _failover(self, exc: Exception) -> Exception | None:
+        """After a failed session: None when another server of the list is to be tried at
+        once; else the round is over (every server tried, or a failure no other server
+        can mend) and the verdict is returned, to be handled as for one server after the
+        backoff (the next round starts with the first server): the position is lost when
+        a server lost it and none was only behind; the dump is refused when every server
+        refused it; else the servers are down."""
+        if len(self.servers) == 1:
+            return exc
+        began = self._connected_at
+        if began is not None and time.monotonic() - began >= STABLE_SESSION:
+            self._tried.clear()  # it worked for a while: a new round
+            self._round.clear()
+        here = self.servers.index(self.cfg)
+        self._tried.add(here)
+        self._round.append(exc)
+        left = [i for i in range(len(self.servers)) if i not in self._tried]
+        if left and not isinstance(exc, _WrongServer | _DuplicateServerId):
+            nxt = self.servers[left[0]]
+            logger.warning("binlog server {} failed ({}); trying {} ([binlog] servers)",
+                           describe(self.cfg), exc or "server closed the connection",
+                           describe(nxt))
+            self.reconnects += 1
+            self.observers.begin(Condition.STREAM_DOWN, f"{describe(self.cfg)}: {exc}")
+            self.cfg = nxt
+            return None
+        round_, self._round = self._round, []
+        self._tried.clear()
+        self.cfg = self.servers[0]
+        if isinstance(exc, _WrongServer | _DuplicateServerId):
+            return exc
+        lost = [e for e in round_ if isinstance(e, BinlogPositionLost)]
+        if lost and not any(isinstance(e, _Behind) for e in round_):
+            return BinlogPositionLost("; ".join(map(str, lost)))
+        if all(isinstance(e, BinlogRefused) for e in round_):
+            return exc
+        return DatabaseUnavailable("; ".join(str(e) or "server closed the connection"
+                                             for e in round_))
+
     def _next_delay(self) -> float:
         """The pause before the next session: the backoff starts over only after a session
         that lasted (a reader evicted by another with its server_id at once must not come
@@ -209,10 +297,14 @@ class BinlogSource:
         return self.backoff.next()
 
     def _on_position_lost(self, exc: BinlogPositionLost, delay: float) -> None:
+        where = (" on every server of [binlog] servers ("
+                 + ", ".join(describe(c) for c in self.servers) + ")"
+                 if len(self.servers) > 1 else "")
         logger.error(
-            "binlog position {} is gone or unreadable ({}); restarting from the server's "
+            "binlog position {} is gone or unreadable{} ({}); restarting from the server's "
             "current position in {:.1f} s; a sweep will find alarms set in between",
-            self.position or "(the current one)", exc, delay,
+            self.position.describe() if self.position else "(the current one)", where, exc,
+            delay,
         )
         self.observers.happened(Happening.POSITION_LOST,
                                 f"binlog position {self.position or '-'} is gone: {exc}")

@@ -76,6 +76,15 @@ def statement_kind(query: str) -> Literal["dml", "ddl"] | None:
     return "dml" if _DML.match(query) else "ddl"
 
 
+_SCHEMA_CHANGE = re.compile(r"^\s*(?:/\*.*?\*/\s*)*(ALTER|CREATE|DROP|RENAME)\b", re.I | re.S)
+
+
+def schema_change(query: str) -> bool:
+    """A statement that may add or drop PROCESE's `host` column (ALTER TABLE PROCESE ...,
+    or a table created, dropped or renamed in its place)."""
+    return "procese" in query.lower() and _SCHEMA_CHANGE.match(query) is not None
+
+
 def refusal(code: int, message: str) -> str:
     """The server's message and what to do about it, naming the grant (error 1227 names
     it: REPLICATION SLAVE for the dump, BINLOG MONITOR for the position)."""

@@ -140,6 +140,16 @@ class AlarmTracker:
         self._touch(pid)
         return True
 
+    def take(self, pid: int) -> bool:
+        """Take an alarm into the consumer's hands that no source delivered (its row became
+        this reactor's): True unless it is in hand already."""
+        if pid in self._delivered and pid not in self._settled:
+            return False
+        self._delivered.add(pid)
+        self._settled.discard(pid)
+        self._touch(pid)
+        return True
+
     def settle(self, pid: int) -> None:
         """The consumer is done with this alarm; a later sweep may deliver it again."""
         if pid in self._delivered:

@@ -24,6 +24,13 @@ reads another name for it, or after the config was reloaded (`reconfigured`). So
 alarm heals without anyone touching `alarma`, and an unchanged refusal does not rewrite its
 note and audit rows at every sweep.
 
+Ownership (many hosts, one database: reactor/ownership.py): with a `host` column in
+PROCESE, an alarm of a row this reactor does not own is dropped here, before the pipeline
+(no step, no audit row, no note, no clear). The host of each process comes with its name:
+loaded at start, kept current by PROCESE row changes in the stream, and read with every
+lookup and replay check. A row whose host changes to this reactor's while its alarm is set
+is taken at once (like a refusal that heals).
+
 Lookups and replay checks are tasks of the intake's own TaskGroup (`run`, until `close`).
 
 Error handling: a lookup or replay check that fails (database down or refusing) is logged
@@ -42,6 +49,7 @@ from loguru import logger
 
 from reactor.errors import ReactorError
 from reactor.events import Alarm, NameChange, RowChange, Source
+from reactor.ownership import Ownership
 from reactor.sources.detect import AlarmTracker, is_alarm, is_clear
 from reactor.storage import queries
 from reactor.storage.database import Database
@@ -60,9 +68,13 @@ def _processes(pids: list[int]) -> str:
 class Intake:
     def __init__(self, emit: Emit, database: Database | None = None,
                  clock: Callable[[], float] = time.monotonic, *,
-                 verify_replay: bool = False) -> None:
+                 verify_replay: bool = False, owned: Ownership | None = None) -> None:
         self.emit = emit
         self.database = database
+        # whose alarms to take (None: every one, as `reactor watch` prints them all)
+        self.owned = owned if owned is not None else Ownership("", column=False)
+        self.hosts: dict[int, str | None] = {}  # PROCESE.host per process (with the column)
+        self.foreign = 0  # alarms of other hosts' rows, dropped
         self.verify_replay = verify_replay
         self.replay_until: Checkpoint | None = None  # set when resuming from a checkpoint
         self.tracker = AlarmTracker(clock)
@@ -135,6 +147,16 @@ class Intake:
 
     # ------------------------------------------------------------------ delivery
 
+    def _mine(self, pid: int, host: str | None) -> bool:
+        """Whether this reactor owns the row; an alarm it does not own is let go here (a
+        row that moves to this host later is taken then: _name_changed)."""
+        if self.owned.owns(host):
+            return True
+        self.foreign += 1
+        self.tracker.forget(pid)
+        logger.debug("alarm of process {} is for host {}: not ours", pid, host)
+        return False
+
     def _failed(self, pids: list[int], doing: str, exc: ReactorError) -> None:
         logger.warning("cannot {} ({}); sweeping again shortly", doing, exc)
         for pid in pids:
@@ -143,24 +165,29 @@ class Intake:
 
     async def _verify_then_emit(self, alarms: list[Alarm], *, replayed: bool = True) -> None:
         """Replayed or re-examined alarms (one query for them all): each emitted only while
-        its row is still in alarm, with the name PROCESE has now."""
+        its row is still in alarm and this reactor's, with the name PROCESE has now."""
         assert self.database is not None
         pids = [a.process_id for a in alarms]
         try:
-            statuses = await self.database.call(queries.fetch_statuses, pids)
+            statuses = await self.database.call(queries.fetch_statuses, pids,
+                                                self.owned.column)
         except ReactorError as exc:
             self._failed(pids, f"check the alarm of {_processes(pids)}", exc)
             return
         for alarm in alarms:
             pid = alarm.process_id
             status = statuses.get(pid)
+            if status is not None and self.owned.column:
+                self.hosts[pid] = status[2]
+            if status is not None and status[0] == 1 and not self._mine(pid, status[2]):
+                continue
             if status is None or status[0] != 1:
                 if replayed:
                     logger.info("alarm of process {} at {} was set while reactor was not "
                                 "reading and is no longer set: not acted on", pid,
                                 alarm.position)
                 else:
-                    logger.info("refused alarm of process {} is no longer set", pid)
+                    logger.info("alarm of process {} looked at again is no longer set", pid)
                 self.tracker.forget(pid)
                 continue
             if status[1] is not None:
@@ -170,20 +197,27 @@ class Intake:
                             alarm.detected_mono, alarm.position))
 
     async def _resolve_then_emit(self, alarms: list[Alarm]) -> None:
-        """Alarms whose name the cache lacks: looked up in PROCESE (one query), emitted."""
+        """Alarms whose name (or host) the cache lacks: looked up in PROCESE (one query),
+        then emitted if this reactor's."""
         assert self.database is not None
         pids = [a.process_id for a in alarms]
         try:
-            names = await self.database.call(queries.fetch_names_of, pids)
+            rows = await self.database.call(queries.fetch_processes_of, pids,
+                                            self.owned.column)
         except ReactorError as exc:
             self._failed(pids, f"look up {_processes(pids)}", exc)
             return
         for alarm in alarms:
-            name = names.get(alarm.process_id)
+            pid = alarm.process_id
+            name, host = rows.get(pid, (None, None))
+            if self.owned.column:
+                self.hosts[pid] = host
+            if not self._mine(pid, host):
+                continue
             if name is not None:
-                self.names[alarm.process_id] = name
-                alarm = Alarm(alarm.process_id, name, alarm.source, alarm.detected_at,
-                              alarm.detected_mono, alarm.position)
+                self.names[pid] = name
+                alarm = Alarm(pid, name, alarm.source, alarm.detected_at, alarm.detected_mono,
+                              alarm.position)
             self.delivered += 1
             self.emit(alarm)
 
@@ -199,12 +233,11 @@ class Intake:
             if not replayed:
                 self.replay_until = None
         verify = replayed and self.verify_replay and self.database is not None
-        at, mono = time.time(), time.monotonic()
+        at, mono, at_key = time.time(), time.monotonic(), checkpoint.key()
         stream_change = self.tracker.stream_change
-        names = self.names
-        at_key = checkpoint.key()
+        names, hosts, column = self.names, self.hosts, self.owned.column
         check: list[Alarm] = []  # replayed: handed on if still in alarm (one query for all)
-        unnamed: list[Alarm] = []  # not in the name cache: looked up (one query for all)
+        unnamed: list[Alarm] = []  # name or host not cached: looked up (one query for all)
         for change in changes:
             if isinstance(change, NameChange):
                 self._name_changed(change, position)
@@ -219,9 +252,10 @@ class Intake:
                 alarm = Alarm(pid, names.get(pid), Source.BINLOG, at, mono, position)
                 if verify:
                     check.append(alarm)
-                elif alarm.process_name is None and self.database is not None:
+                elif self.database is not None and (
+                        alarm.process_name is None or (column and pid not in hosts)):
                     unnamed.append(alarm)
-                else:
+                elif self._mine(pid, hosts.get(pid)):
                     self.delivered += 1
                     self.emit(alarm)
         if check:
@@ -234,11 +268,23 @@ class Intake:
             self.on_safe(checkpoint)
 
     def _name_changed(self, change: NameChange, position: str) -> None:
-        pid, name = change.pid, change.name
-        if name is None:
+        pid, name, host = change.pid, change.name, change.host
+        was_mine = self.owned.owns(self.hosts.get(pid))
+        if name is None:  # the row was deleted
             self.names.pop(pid, None)
+            self.hosts.pop(pid, None)
         else:
             self.names[pid] = name
+            self.hosts[pid] = host
+            if self.owned.column and not was_mine and self.owned.owns(host) \
+                    and self.tracker.take(pid):
+                # moved to this host: its alarm, if set, is ours now
+                logger.info("process {} moved to this host ({}): its alarm, if set, is taken",
+                            pid, host)
+                self._spawn(self._verify_then_emit(
+                    [Alarm(pid, name, Source.BINLOG, position=position)], replayed=False),
+                    [pid])
+                return
         refusal = self._refused.get(pid)
         if refusal is not None and refusal[0] != name and self.tracker.redeliver(pid):
             # a refused alarm whose row changed: looked at again, if it is still set

@@ -26,6 +26,13 @@ commit may become visible a moment after its binlog event).
 When the server refuses the binlog dump for good (a grant revoked after the start-up
 check): ERROR; mode=auto goes on polling, mode=binlog raises ServerNotSuitable.
 
+Many hosts: with a `host` column in PROCESE (reactor/ownership.py) the sweep and the poll
+select only this reactor's rows; the column is looked for at start, again after a schema
+change of PROCESE goes by in the stream (before the next sweep, which runs at once), and
+after a reload. The binlog may come from other servers than [database] ([binlog]): their
+settings are checked at start (preflight.check_binlog_servers), rows are still read from
+[database], and the sweep's position is then compared with the stream's by GTID.
+
 Ownership: `run` owns the intake's lookups (Intake.run), the sweeps, the stream, and the
 timers of delayed sweeps; after `stop` it returns once they are all ended.
 
@@ -51,9 +58,10 @@ from reactor.retry import Backoff
 from reactor.sources.binlog import BinlogSource
 from reactor.sources.gaps import GapJudge
 from reactor.sources.intake import Intake
-from reactor.sources.preflight import choose_mode, inspect_server
+from reactor.sources.preflight import check_binlog_servers, choose_mode, inspect_server
 from reactor.storage import queries
 from reactor.storage.database import Database
+from reactor.storage.positions import GtidState
 from reactor.storage.statefile import Checkpoint, StateFile
 
 CONFIRM_DELAY = 1.0  # seconds to the second sweep after an undecodable change
@@ -77,6 +85,10 @@ class Monitor:
         self.database = database
         self.state = state
         self.intake = intake
+        self.owned = intake.owned  # whose rows (the intake's rule, shared)
+        self._column_check = False  # PROCESE changed: look for its host column again
+        # binlog servers the preflight found unsuitable are left out (None: not checked)
+        self.binlog_servers = config.binlog_servers
         self.mode = ""
         self.folds_case = False  # lower_case_table_names: the binlog's table names are lower
         self.ready = asyncio.Event()
@@ -106,14 +118,41 @@ class Monitor:
         and DatabaseUnavailable/DatabaseRefused when the server cannot be asked."""
         configured = self.config.monitor.mode
         report = None
+        try:
+            await self.check_host_column()
+        except TransientError as exc:  # down now: the first sweep asks, before anything
+            logger.warning("cannot look for PROCESE's host column yet ({}); no alarm is "
+                           "taken before it is known", exc)
         if configured != "poll":
-            report = await self.database.call(inspect_server)
+            if self.config.binlog.separate(self.config.database):
+                loop = asyncio.get_running_loop()
+                report, self.binlog_servers = await loop.run_in_executor(
+                    None, check_binlog_servers, self.config.binlog_servers,
+                    self.config.binlog.gtid == "auto")
+            else:
+                report = await self.database.call(inspect_server)
             self.folds_case = report.folds_case
         self.mode = choose_mode(configured, report)
         if self.mode == "poll" and configured == "auto" and report is not None:
             self.observers.begin(Condition.POLLING, "binlog not usable: "
                                  + "; ".join(report.missing))
         return self.mode
+
+    async def check_host_column(self) -> None:
+        """Look for PROCESE's host column (start, a schema change, a reload); not for
+        `reactor watch`, which acts on nothing and prints every alarm."""
+        if not self.owned.host:
+            return
+        column = await self.database.call(queries.has_host_column)
+        if column != self.owned.column or not self.owned.known:
+            self.owned.column = column
+            self.owned.known = True
+            logger.info("acting on {}", self.owned.describe())
+
+    def schema_changed(self) -> None:
+        """A DDL on PROCESE went by in the stream: look for the column again, now."""
+        self._column_check = True
+        self.request_sweep()
 
     @property
     def position(self) -> Checkpoint | None:
@@ -149,7 +188,9 @@ class Monitor:
             await self._poll_loop()
             return
         self.binlog = BinlogSource(
-            self.config.database, self.state,
+            self.binlog_servers, self.state,
+            gtid=self.config.binlog.gtid == "auto",
+            on_schema_change=self.schema_changed,
             folds_case=self.folds_case,
             observers=self.observers,
             on_batch=self.intake.on_batch,
@@ -160,7 +201,6 @@ class Monitor:
             on_position_lost=self._on_position_lost,
         )
         self.intake.on_safe = self.binlog.save
-        await self._prime()
         refused: list[BinlogRefused] = []
         self.request_sweep(catch_up=True)  # at start, whether or not the stream connects
         async with asyncio.TaskGroup() as tg:
@@ -184,6 +224,7 @@ class Monitor:
         """The binlog source; when the server refuses it for good, the sweeps end too."""
         assert self.binlog is not None
         try:
+            await self._prime()  # the sweeps run meanwhile: a binlog server may be down
             await self.binlog.run()
         except BinlogRefused as exc:
             refused.append(exc)
@@ -196,13 +237,15 @@ class Monitor:
         backoff = Backoff(0.1, 5.0)
         while not self._stopping:
             try:
-                status = await self.database.call(queries.master_status)
-                if status is not None:
-                    if self.binlog.position is None:
-                        self.binlog.position = Checkpoint(*status)
-                    else:  # resuming: what lies up to here happened while nobody read
-                        self.intake.replay_until = Checkpoint(*status)
-                self.intake.names.update(await self.database.call(queries.fetch_names))
+                status = await self.binlog.current_position()
+                if self.binlog.position is None:
+                    self.binlog.position = status
+                else:  # resuming: what lies up to here happened while nobody read
+                    self.intake.replay_until = status
+                rows = await self.database.call(queries.fetch_processes, self.owned.column)
+                self.intake.names.update({pid: name for pid, (name, _) in rows.items()})
+                if self.owned.column:
+                    self.intake.hosts.update({pid: host for pid, (_, host) in rows.items()})
                 return
             except TransientError as exc:
                 delay = backoff.next()
@@ -211,10 +254,12 @@ class Monitor:
                 await self._pause(delay)
 
     def _on_connected(self, position: Checkpoint | None) -> None:
+        server = self.binlog.reading if self.binlog is not None else "-"
+        where = position.describe() if position is not None else None
         if self._connected_once:
-            logger.info("binlog stream reconnected at {}; sweeping", position)
+            logger.info("binlog stream reconnected at {} from {}; sweeping", where, server)
         else:
-            logger.info("binlog stream connected at {}", position)
+            logger.info("binlog stream connected at {} from {}", where, server)
         self._connected_once = True
         self.observers.end(Condition.STREAM_DOWN, f"binlog stream connected at {position}")
         self.request_sweep(catch_up=True)
@@ -300,6 +345,7 @@ class Monitor:
         """A reloaded config (what may change live): used from the next sweep on, and
         refused alarms are looked at again by a sweep now."""
         self.config = config
+        self._column_check = True  # a migration applied meanwhile is seen now
         waiting = self.intake.reconfigured()
         if waiting:
             logger.info("{} refused alarm(s) to look at again with the new config", waiting)
@@ -313,11 +359,22 @@ class Monitor:
         began = time.monotonic()
         streaming = self.binlog is not None and source is Source.SWEEP
         server_at: Checkpoint | None = None
+        if self._column_check or (self.owned.host and not self.owned.known):
+            self._column_check = False
+            await self.check_host_column()
         if streaming:
-            rows, status = await self.database.call(queries.fetch_alarmed_at)
-            server_at = Checkpoint(*status) if status else None
+            assert self.binlog is not None
+            rows, status = await self.database.call(queries.fetch_alarmed_at, self.owned,
+                                                    self.binlog.use_gtid)
+            server_at = Checkpoint(status[0], status[1],
+                                   gtid=GtidState(status[2]) if status[2] else None) \
+                if status else None
+            if self.config.binlog.separate(self.config.database):
+                # another server's file and offset: not comparable with the stream's (the
+                # tracker and the gap judge compare offsets); judged at once instead
+                server_at = None
         else:
-            rows = await self.database.call(queries.fetch_alarmed)
+            rows = await self.database.call(queries.fetch_alarmed, self.owned)
         found = self.intake.on_sweep(rows, started, source, server_at)
         self.sweeps += 1
         self.sweep_seconds += time.monotonic() - began

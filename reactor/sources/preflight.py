@@ -4,6 +4,14 @@
 WARNING naming what is missing; `mode = binlog` refuses to start (ServerNotSuitable) with
 the same list; `mode = poll` does not look.
 
+Binlog servers other than [database] ([binlog] host or servers) are checked the same way,
+each with the binlog account, plus: a replica must log what it applies
+(`log_slave_updates = ON`, else the primary's writes never reach its binlog), and with
+several servers (or another one than [database]) each must have GTIDs. A server that
+cannot be reached is a WARNING (it may come back: the stream fails over); one that is
+unsuitable is an ERROR and left out of the list; when none is left, the report's
+`missing` decides as for one server.
+
 Compressed binlog events are a requirement too: mysql-replication 1.0.x decodes neither
 MariaDB's compressed events (`log_bin_compress = ON`: row events above
 `log_bin_compress_min_len` bytes, one UPDATE of many alarms among them) nor MySQL's
@@ -21,7 +29,9 @@ import pymysql
 import pymysql.cursors
 from loguru import logger
 
-from reactor.errors import ServerNotSuitable
+from reactor.config import DatabaseConfig
+from reactor.errors import DatabaseUnavailable, ReactorError, ServerNotSuitable
+from reactor.storage.database import connect, describe, mapped
 
 REQUIRED = {
     "log_bin": ("ON", "start the server with log_bin"),
@@ -107,6 +117,84 @@ def inspect_server(cur: pymysql.cursors.Cursor) -> ServerReport:
             "GRANT BINLOG MONITOR ON *.* (MariaDB) or REPLICATION CLIENT (MySQL)"
         )
     return report
+
+
+def replica_problems(cur: pymysql.cursors.Cursor, gtid: bool) -> list[str]:
+    """What makes this server unfit to stream from in place of [database]: a replica that
+    does not log what it applies; no GTIDs (blocking)."""
+    problems = []
+    cur.execute("SHOW GLOBAL VARIABLES WHERE Variable_name IN "
+                "('log_slave_updates', 'gtid_binlog_pos', 'gtid_mode')")
+    found = {str(k).lower(): str(v).upper() for k, v in cur.fetchall()}
+    try:
+        cur.execute("SHOW SLAVE STATUS")
+        replica: bool | None = cur.fetchone() is not None
+    except pymysql.err.MySQLError as exc:
+        if exc.args and exc.args[0] in (1227, 1045):
+            replica = None  # cannot tell: SLAVE MONITOR / REPLICATION CLIENT missing
+        else:
+            raise
+    if replica is None:
+        logger.warning("cannot tell whether binlog server {} is a replica (GRANT SLAVE "
+                       "MONITOR ON *.* on MariaDB, REPLICATION CLIENT on MySQL, see "
+                       "sql/fleet.sql); log_slave_updates is {}",
+                       describe_cursor(cur), found.get("log_slave_updates", "?"))
+    elif replica and found.get("log_slave_updates") != "ON":
+        problems.append("it is a replica with log_slave_updates = OFF: what it applies from "
+                        "its primary never reaches its binlog; set log_slave_updates = ON")
+    if not gtid:
+        problems.append("[binlog] gtid = no, but only a GTID position means the same on "
+                        "another server: set [binlog] gtid = auto")
+    elif "gtid_binlog_pos" not in found and found.get("gtid_mode") != "ON":
+        problems.append("it has no GTIDs (MySQL: gtid_mode = ON) and a file and offset mean "
+                        "nothing on another server")
+    return problems
+
+
+def describe_cursor(cur: pymysql.cursors.Cursor) -> str:
+    conn = cur.connection
+    return str(getattr(conn, "unix_socket", None) or f"{conn.host}:{conn.port}")
+
+
+def check_binlog_servers(servers: tuple[DatabaseConfig, ...], gtid: bool,
+                         ) -> tuple[ServerReport, tuple[DatabaseConfig, ...]]:
+    """Check each binlog server of [binlog] (blocking). Returns the report that decides
+    the mode (the first suitable server's; when none is, every problem found) and the
+    servers fit to stream from, in order. Raises DatabaseUnavailable when none answers."""
+    usable: list[DatabaseConfig] = []
+    first: ServerReport | None = None
+    problems: list[str] = []
+    unreachable: list[str] = []
+    for cfg in servers:
+        where = describe(cfg)
+        try:
+            with connect(cfg, schema=False) as conn, conn.cursor() as cur, \
+                    mapped(f"checking binlog server {where}"):
+                report = inspect_server(cur)
+                report.missing += replica_problems(cur, gtid)
+        except DatabaseUnavailable as exc:
+            logger.warning("binlog server {} cannot be reached at start ({}); not checked",
+                           where, exc)
+            unreachable.append(where)
+            usable.append(cfg)  # it may come back: the stream tries it in its turn
+            continue
+        except ReactorError as exc:
+            report = ServerReport(missing=[str(exc)])
+        if report.missing:
+            logger.error("binlog server {} ([binlog] servers) cannot be streamed from, left "
+                         "out: {}", where, "; ".join(report.missing))
+            problems += [f"{where}: {m}" for m in report.missing]
+            continue
+        usable.append(cfg)
+        first = first or report
+    if first is None and len(unreachable) == len(servers):
+        raise DatabaseUnavailable("no binlog server answers ([binlog] servers: "
+                                  + ", ".join(unreachable) + ")")
+    if first is None:
+        if unreachable:  # unsuitable ones and unreachable ones: wait for those
+            return ServerReport(), tuple(usable)
+        return ServerReport(missing=problems), tuple(usable)
+    return first, tuple(usable)
 
 
 def choose_mode(configured: str, report: ServerReport | None) -> str:

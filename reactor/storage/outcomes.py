@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import pymysql.cursors
 
 from reactor.errors import DatabaseRefused, DatabaseUnavailable, ReactorError, TransientError
+from reactor.ownership import Ownership
 from reactor.storage.database import Database
 from reactor.text import one_line
 
@@ -48,6 +49,15 @@ BY_KEY = "FORCE INDEX (PRIMARY)"
 CLEAR_SQL = ("UPDATE STATUS_PROCESS SET alarma = 0, notes = %s "
              "WHERE process_id = %s AND alarma = 1")
 NOTE_SQL = "UPDATE STATUS_PROCESS SET notes = %s WHERE process_id = %s"
+# PROCESE.host of the STATUS_PROCESS row being written (NULL when PROCESE lacks the id)
+ROW_HOST_SQL = ("(SELECT p.host FROM PROCESE p "
+                "WHERE p.process_id = STATUS_PROCESS.process_id)")
+
+
+def owned_sql(owned: Ownership | None) -> tuple[str, tuple[object, ...]]:
+    """The condition every write of STATUS_PROCESS adds: the row is this reactor's
+    ("" without a host column: the seed schema's statements, unchanged)."""
+    return owned.where(ROW_HOST_SQL) if owned is not None else ("", ())
 
 
 @dataclass(eq=False)
@@ -73,34 +83,36 @@ def _case(rows: list[_Request]) -> tuple[str, list[object]]:
     return sql, params
 
 
-def write_batch(cur: pymysql.cursors.Cursor,
-                requests: list[_Request]) -> tuple[set[int], set[int]]:
+def write_batch(cur: pymysql.cursors.Cursor, requests: list[_Request],
+                owned: Ownership | None = None) -> tuple[set[int], set[int]]:
     """One transaction for `requests` (at most one per process): the processes whose alarm
-    it cleared, and those whose row another session holds locked (not written). Run in a
-    pool thread."""
+    it cleared, and those whose row another session holds locked (not written). A row that
+    is not this reactor's (`owned`) is left alone, as if it did not exist. Run in a pool
+    thread."""
     ids = [r.pid for r in requests]
+    cond, params = owned_sql(owned)
     conn = cur.connection
     conn.begin()
     try:
         cur.execute(f"SELECT process_id FROM STATUS_PROCESS WHERE process_id IN "
-                    f"({_ids(len(ids))})", ids)
+                    f"({_ids(len(ids))}){cond}", [*ids, *params])
         exist = {int(pid) for (pid,) in cur.fetchall()}
         cur.execute(f"SELECT process_id, alarma FROM STATUS_PROCESS {BY_KEY} WHERE process_id "
-                    f"IN ({_ids(len(ids))}) FOR UPDATE SKIP LOCKED", ids)
+                    f"IN ({_ids(len(ids))}){cond} FOR UPDATE SKIP LOCKED", [*ids, *params])
         mine = {int(pid): int(alarma) for pid, alarma in cur.fetchall()}
         locked = exist - mine.keys()
         clears = [r for r in requests if r.clear and mine.get(r.pid) == 1]
         notes = [r for r in requests if not r.clear and r.pid in mine]
         if clears:
-            case, params = _case(clears)
+            case, values = _case(clears)
             cur.execute(f"UPDATE STATUS_PROCESS {BY_KEY} SET alarma = 0, notes = {case} "
                         f"WHERE process_id IN ({_ids(len(clears))})",
-                        params + [r.pid for r in clears])
+                        values + [r.pid for r in clears])
         if notes:
-            case, params = _case(notes)
+            case, values = _case(notes)
             cur.execute(f"UPDATE STATUS_PROCESS {BY_KEY} SET notes = {case} "
                         f"WHERE process_id IN ({_ids(len(notes))})",
-                        params + [r.pid for r in notes])
+                        values + [r.pid for r in notes])
         conn.commit()
     except BaseException:
         try:
@@ -111,14 +123,16 @@ def write_batch(cur: pymysql.cursors.Cursor,
     return {r.pid for r in clears}, locked
 
 
-def write_one_nowait(cur: pymysql.cursors.Cursor, request: _Request) -> bool | None:
+def write_one_nowait(cur: pymysql.cursors.Cursor, request: _Request,
+                     owned: Ownership | None = None) -> bool | None:
     """A batch of one, in one statement (autocommit) that does not wait for a row lock
     (MariaDB's per-statement lock wait of 0): the answer, or None when another session
     holds the row. Most batches of a steady flow of cycles are one cycle's."""
     sql = CLEAR_SQL if request.clear else NOTE_SQL
+    cond, params = owned_sql(owned)
     try:
-        changed = cur.execute(f"SET STATEMENT innodb_lock_wait_timeout = 0 FOR {sql}",
-                              (one_line(request.note, NOTE_MAX), request.pid))
+        changed = cur.execute(f"SET STATEMENT innodb_lock_wait_timeout = 0 FOR {sql}{cond}",
+                              (one_line(request.note, NOTE_MAX), request.pid, *params))
     except pymysql.err.OperationalError as exc:
         if exc.args and exc.args[0] in (1205, 1213):
             return None
@@ -126,11 +140,13 @@ def write_one_nowait(cur: pymysql.cursors.Cursor, request: _Request) -> bool | N
     return bool(changed) if request.clear else True
 
 
-def write_one(cur: pymysql.cursors.Cursor, pid: int, note: str, clear: bool) -> bool:
+def write_one(cur: pymysql.cursors.Cursor, pid: int, note: str, clear: bool,
+              owned: Ownership | None = None) -> bool:
     """One process's outcome in one statement (autocommit), waiting for a row lock."""
+    cond, params = owned_sql(owned)
     if clear:
-        return bool(cur.execute(CLEAR_SQL, (one_line(note, NOTE_MAX), pid)))
-    cur.execute(NOTE_SQL, (one_line(note, NOTE_MAX), pid))
+        return bool(cur.execute(CLEAR_SQL + cond, (one_line(note, NOTE_MAX), pid, *params)))
+    cur.execute(NOTE_SQL + cond, (one_line(note, NOTE_MAX), pid, *params))
     return True
 
 
@@ -138,8 +154,9 @@ class Outcomes:
     """Clears and notes, batched (see module docstring). `run()` must be running for
     `write()` to return."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, owned: Ownership | None = None) -> None:
         self.database = database
+        self.owned = owned  # the rows this reactor may write (None: all)
         self._queue: list[_Request] = []
         self._wake = asyncio.Event()
         self._stopped = False  # run() has ended: nothing would write a request any more
@@ -157,7 +174,7 @@ class Outcomes:
         self._wake.set()
         written = await done
         if written is None:  # locked by another session: alone, waiting for the lock
-            return bool(await self.database.call(write_one, pid, note, clear))
+            return bool(await self.database.call(write_one, pid, note, clear, self.owned))
         return written
 
     async def write_many(self, items: list[tuple[int, str]], *,
@@ -228,17 +245,17 @@ class Outcomes:
         try:
             if len(batch) == 1 and self._nowait:
                 try:
-                    answer = await self.database.call(write_one_nowait, batch[0])
+                    answer = await self.database.call(write_one_nowait, batch[0], self.owned)
                 except DatabaseRefused as exc:
                     if "error 1064" not in str(exc):  # not MariaDB's SET STATEMENT syntax
                         raise
                     self._nowait = False
-                    cleared, locked = await self.database.call(write_batch, batch)
+                    cleared, locked = await self.database.call(write_batch, batch, self.owned)
                 else:
                     cleared = {batch[0].pid} if answer and batch[0].clear else set()
                     locked = {batch[0].pid} if answer is None else set()
             else:
-                cleared, locked = await self.database.call(write_batch, batch)
+                cleared, locked = await self.database.call(write_batch, batch, self.owned)
         except ReactorError as exc:
             for request in batch:
                 if not request.done.done():

@@ -7,6 +7,11 @@
   Observers fan-out), buffered and written in batches by `run()` (its `at` is the time of
   the step, not of the write).
 
+Ownership: with a `host` column in PROCESE, the clear and the note of a row whose host is
+no longer this reactor's (moved while its cycle ran) change nothing: both statements carry
+the condition of reactor/ownership.py (outcomes.owned_sql, one fragment for every write
+of STATUS_PROCESS).
+
 Error handling: clear/note retry transient errors (database down, a row lock held past
 the lock wait timeout) with a capped backoff for up to RECORD_RETRY_FOR seconds, then give
 up with an ERROR (the alarm stays set; the pipeline keeps retrying a clear in the
@@ -26,6 +31,7 @@ from loguru import logger
 
 from reactor.errors import ReactorError, TransientError
 from reactor.events import Condition, Notice, Step
+from reactor.ownership import Ownership
 from reactor.retry import Backoff
 from reactor.storage.database import Database
 from reactor.storage.outcomes import Outcomes
@@ -44,9 +50,9 @@ AUDIT_SQL = ("INSERT INTO REACTOR_AUDIT (at, host, cycle, process_id, process_na
              "source, latency_ms, detail) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)")
 
 
-def audit_params(row: Step) -> tuple[object, ...]:
-    """A step as the parameters of AUDIT_SQL."""
-    return (dt.datetime.fromtimestamp(row.at), HOST, row.cycle, row.process_id,
+def audit_params(row: Step, host: str = HOST) -> tuple[object, ...]:
+    """A step as the parameters of AUDIT_SQL (`host`: the reactor's [monitor] host)."""
+    return (dt.datetime.fromtimestamp(row.at), host[:64], row.cycle, row.process_id,
             (row.process_name or "")[:100] or None, row.unit, row.step, row.source,
             None if row.latency_ms is None else round(row.latency_ms, 3),
             one_line(row.detail, DETAIL_MAX))
@@ -57,9 +63,10 @@ def _insert_audit(cur: pymysql.cursors.Cursor, rows: list[tuple[object, ...]]) -
 
 
 class Store:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, owned: Ownership | None = None) -> None:
         self.database = database
-        self.outcomes = Outcomes(database)  # clears and notes, many cycles per statement
+        self.owned = owned  # the rows this reactor may write (None: all)
+        self.outcomes = Outcomes(database, owned)  # clears and notes, many cycles at once
         self._rows: list[Step] = []
         self._pending = asyncio.Event()
         self._written = asyncio.Event()  # set after each flush (rows written or not)
@@ -133,7 +140,8 @@ class Store:
             return True
         rows, self._rows = self._rows, []
         try:
-            await self.database.call(_insert_audit, [audit_params(r) for r in rows])
+            host = self.owned.host if self.owned is not None and self.owned.host else HOST
+            await self.database.call(_insert_audit, [audit_params(r, host) for r in rows])
         except TransientError as exc:
             self._rows[:0] = rows
             logger.warning("audit rows not written yet ({}): {} waiting", exc, len(self._rows))

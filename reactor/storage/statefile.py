@@ -3,16 +3,19 @@
 
     {"binlog": {"file": "binlog.000003", "pos": 1234,
                 "origin": {"server_id": 1, "file_created": 1795597704,
-                           "server_version": "10.11.19-MariaDB"}},
+                           "server_version": "10.11.19-MariaDB"},
+                "gtid": "0-1-57", "server": "10.0.0.7:3306"},
      "breakers": {"nginx": ["open", 3, 1795599000.5],   # state, failures, until
                   "cron": 1},                            # closed, 1 failure in a row
      "alerts": {"cooldown": {"cycle_failed:7": 1764474174.2},
                 "firing": {"breaker_open:7": {"alert": {...}, "sinks": ["am"]}}}}
 
 A binlog position means something only in the binlog history it was read from: `origin`
-names it (see Origin), and the binlog source refuses a checkpoint whose origin is not the
-server's. Top-level keys it does not know are kept as they are, so that a later version
-can add sections without an older one losing them.
+names it (see positions.Origin), and the binlog source refuses a checkpoint whose origin is
+not the server's; its GTID state (`gtid`) means the same point on every server of a
+replication topology, and `server` says which one it was read from (positions.py).
+Top-level keys it does not know are kept as they are, so that a later version can add
+sections without an older one losing them.
 
 Changed by the event loop (checkpoints, breakers) and read by the binlog reader thread, so
 every access takes a lock; saved by a thread of its own. A save writes a tmp file, checks
@@ -43,13 +46,15 @@ import json
 import os
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from loguru import logger
 
 from reactor.errors import ConfigError, StateLocked
+from reactor.storage.positions import Checkpoint, Origin
+
+__all__ = ["Checkpoint", "Origin", "StateFile", "give_to_directory_owner", "read_breakers"]
 
 
 def give_to_directory_owner(fd: int, directory: str | os.PathLike[str]) -> None:
@@ -67,63 +72,6 @@ SAVE_RETRY = 5.0  # seconds between attempts while saves fail, even without a ch
 SAVE_DUTY = 20.0  # a save that took t seconds is followed by at least SAVE_DUTY * t of rest
 SAVE_PAUSE_MIN = 0.005  # seconds: below this a save goes out at once (small states)
 SAVE_PAUSE_MAX = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class Origin:
-    """Which binlog history a position belongs to.
-
-    MariaDB has no server_uuid, so a binlog file is identified by what its first event
-    (the FormatDescriptionEvent the server sends at the start of every dump) says: the
-    server_id of the server that wrote it and the time it created the file. A file of
-    another server, or one written again after RESET MASTER or on a new data directory,
-    has another creation time, though it may have the same name and server_id.
-    (A later version may add a GTID next to the position: resuming by GTID works across
-    the servers of one replication topology.)"""
-
-    server_id: int
-    file_created: int  # Unix time in the file's FormatDescriptionEvent header
-    server_version: str = ""  # for the log only: an upgrade keeps the history
-
-    def same_history(self, other: Origin) -> bool:
-        return (self.server_id, self.file_created) == (other.server_id, other.file_created)
-
-    def __str__(self) -> str:
-        created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.file_created))
-        version = f", {self.server_version}" if self.server_version else ""
-        return f"server_id {self.server_id}, file created {created}{version}"
-
-    def as_json(self) -> dict[str, Any]:
-        return {"server_id": self.server_id, "file_created": self.file_created,
-                "server_version": self.server_version}
-
-    @classmethod
-    def from_json(cls, raw: object) -> Origin | None:
-        if not isinstance(raw, dict):
-            return None
-        sid, created = raw.get("server_id"), raw.get("file_created")
-        if not isinstance(sid, int) or not isinstance(created, int):
-            return None
-        version = raw.get("server_version")
-        return cls(sid, created, version if isinstance(version, str) else "")
-
-
-@dataclass(frozen=True, slots=True)
-class Checkpoint:
-    """A binlog position at a transaction boundary, and the history it belongs to (None
-    when not known yet: a position from SHOW MASTER STATUS, or an older state file)."""
-
-    file: str
-    pos: int
-    origin: Origin | None = None
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.pos}"
-
-    def key(self) -> tuple[str, int]:
-        """For ordering positions of one server: binlog file names have a fixed-width
-        number, so they sort as text."""
-        return self.file, self.pos
 
 
 class StateFile:
@@ -201,11 +149,7 @@ class StateFile:
     def checkpoint(self) -> Checkpoint | None:
         with self._lock:
             raw = self._data.get("binlog")
-        if isinstance(raw, dict) and isinstance(raw.get("file"), str) and isinstance(
-            raw.get("pos"), int
-        ):
-            return Checkpoint(raw["file"], raw["pos"], Origin.from_json(raw.get("origin")))
-        return None
+        return Checkpoint.from_json(raw)
 
     def set_checkpoint(self, cp: Checkpoint | None) -> None:
         with self._lock:
@@ -213,10 +157,7 @@ class StateFile:
                 self._data.pop("binlog", None)
             else:
                 # a fresh record: whatever else an older record held described its position
-                record: dict[str, Any] = {"file": cp.file, "pos": cp.pos}
-                if cp.origin is not None:
-                    record["origin"] = cp.origin.as_json()
-                self._data["binlog"] = record
+                self._data["binlog"] = cp.as_json()
             self._changed()
 
     # -- breakers
