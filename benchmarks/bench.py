@@ -5,9 +5,13 @@
 Starts a throwaway MariaDB and a sandboxed systemd, runs the real `reactor run` in binlog
 mode and in poll mode (check_interval 1 s and 0.1 s) on the same alarm workload, then a
 storm (one UPDATE alarming many real units), a detection burst (`reactor watch`, one
-UPDATE alarming many rows) and alerts (alarm -> alert at a local webhook; binlog dispatch
-with a dead alert sink against none). Writes results/latest.json, latest-samples.json (every alarm),
-latest.md and latest.png (`--output DIR` to write them elsewhere).
+UPDATE alarming many rows), a 100,000-alarm storm (bounded memory) and alerts (alarm ->
+alert at a local webhook; binlog dispatch with a dead alert sink against none). Beside the
+storm and the detection burst, and the binlog mode's alarms, in the same run, their floors
+with no reactor code (benchmarks/floors.py): a bare mysql-replication reader, a bare D-Bus
+client; the ratios are printed beside the figures. Writes results/latest.json,
+latest-samples.json (every alarm), latest.md and latest.png (`--output DIR` to write them
+elsewhere).
 See benchmarks/README.md for what each figure means and how it is measured.
 """
 
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import math
 import os
 import platform
@@ -26,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from benchmarks import alerts, idle, report, scrape, storm
+from benchmarks import alerts, bigstorm, floors, idle, report, scrape, storm
 from benchmarks.rigs import Lab
 from benchmarks.workload import PlannedAlarm, attach_audit, plan, record, run_alarms
 from lab import LabUnavailable
@@ -34,12 +39,13 @@ from lab.sandbox import SYSTEMD
 from reactor import __version__
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PHASES = ("binlog", "poll_1s", "poll_0.1s", "scrape", "storm", "detection", "alerts")
+PHASES = ("binlog", "poll_1s", "poll_0.1s", "scrape", "storm", "detection", "storm_100k",
+          "alerts")
 # mode name -> ([monitor] mode, check_interval): poll interval, or for binlog the least
 # sweep interval (binlog_sweep_interval makes it longer than the whole phase)
 MODES = {"binlog": ("binlog", 300.0), "poll_1s": ("poll", 1.0), "poll_0.1s": ("poll", 0.1)}
 SERVER_IDS = {"binlog": 4301, "poll_1s": 4302, "poll_0.1s": 4303, "storm": 4310,
-              "detection": 4320, "scrape": 4330}
+              "detection": 4320, "scrape": 4330, "storm_100k": 4350, "floor": 4390}
 FIRST_PID = 1001
 IDLE_GRACE = 1.0  # seconds after `ready` before the idle window opens
 EXIT_UNAVAILABLE = 77  # this machine cannot run the lab (no root, no MariaDB, no cgroups)
@@ -59,6 +65,8 @@ class Options:
     storm_units: int
     storm_concurrency: int
     detect_rows: int
+    rounds: int
+    big_rows: int
     settle: float
     only: tuple[str, ...]
     output: Path
@@ -87,6 +95,12 @@ def parse_args(argv: list[str] | None) -> Options:
                    help="[monitor] max_concurrent_restarts for the storm (default 64)")
     p.add_argument("--detect-rows", type=int,
                    help="rows in the detection burst (default 10000; quick 1000)")
+    p.add_argument("--rounds", type=int,
+                   help="storm and detection: rounds of (floor, reactor), figures are medians "
+                        "(default 3; quick 1)")
+    p.add_argument("--big-rows", type=int,
+                   help="alarms in the storm_100k phase (default 100000; quick 5000); as many "
+                        "as --storm-units of them name real units")
     p.add_argument("--settle", type=float, default=0.0,
                    help="[process.default] settle_time, s (default 0)")
     p.add_argument("--output", type=Path, default=RESULTS,
@@ -102,11 +116,16 @@ def parse_args(argv: list[str] | None) -> Options:
         seed=a.seed,
         idle=pick(a.idle, 60.0, 10.0), storm_units=pick(a.storm_units, 1000, 100),
         storm_concurrency=a.storm_concurrency, detect_rows=pick(a.detect_rows, 10_000, 1000),
+        rounds=pick(a.rounds, 3, 1), big_rows=pick(a.big_rows, 100_000, 5000),
         settle=a.settle, only=tuple(a.only or PHASES), output=a.output, quick=a.quick,
         verbose=a.verbose,
     )
-    if min(opts.alarms, opts.units, opts.storm_units, opts.detect_rows) < 1 or opts.idle <= 0:
-        p.error("--alarms, --units, --storm-units, --detect-rows and --idle must be > 0")
+    if min(opts.alarms, opts.units, opts.storm_units, opts.detect_rows, opts.rounds) < 1 \
+            or opts.idle <= 0:
+        p.error("--alarms, --units, --storm-units, --detect-rows, --rounds and --idle must "
+                "be > 0")
+    if opts.big_rows <= opts.storm_units:
+        p.error("--big-rows must be more than --storm-units")
     return opts
 
 
@@ -263,7 +282,8 @@ def run(lab: Lab, opts: Options, progress: Progress) -> tuple[dict[str, Any],
                                                               dict[str, list[dict[str, Any]]]]:
     """Every phase asked for; returns the results and, per mode, every alarm's record."""
     problems: list[str] = []
-    results: dict[str, Any] = {"modes": {}, "storm": {}, "idle": {}, "scrape": {}, "alerts": {},
+    results: dict[str, Any] = {"modes": {}, "storm": {}, "detection": {}, "storm_100k": {},
+                               "idle": {}, "scrape": {}, "alerts": {},
                                "machine": machine(lab, opts)}
     records: dict[str, list[dict[str, Any]]] = {}
     modes = [m for m in MODES if m in opts.only]
@@ -286,6 +306,20 @@ def run(lab: Lab, opts: Options, progress: Progress) -> tuple[dict[str, Any],
                            f"cycle {report.fmt_ms(s['cycle_ms']['p50'])} ms")
         # every mode's round trip in machine.update_round_trip_ms
         report.summarize_modes(records, results)
+    if "binlog" in modes:
+        progress.phase(f"floor: the same {len(workload)} alarms, a bare mysql-replication "
+                       "reader alone")
+        samples = floors.detect_floor(lab, workload, SERVER_IDS["floor"],
+                                      progress.counter("alarms", len(workload)))
+        report.summarize_floor(samples, results)
+        b = results["modes"]["binlog"]
+        progress.phase(f"floor: bare reader detect p50 {report.fmt_ms(b['detect_floor_ms']['p50'])}"
+                       f" ms from the send; reactor dispatch / floor "
+                       f"{b['dispatch_ratio_to_floor']}x")
+    storm_rows = storm.storm_rows(opts.storm_units)
+    if "storm" in opts.only or "storm_100k" in opts.only:
+        progress.phase(f"storm: {opts.storm_units} units (write, reload, start)")
+        lab.add_units(storm_rows)
     if "scrape" in opts.only:
         progress.phase(f"scrape: reactor run (binlog), {opts.alarms} alarms without and "
                        f"{opts.alarms} with a /metrics scrape every "
@@ -304,26 +338,60 @@ def run(lab: Lab, opts: Options, progress: Progress) -> tuple[dict[str, Any],
                 problems.append(f"scrape: {count} {what}")
                 progress.phase(f"scrape: WARNING {count} {what}")
     if "storm" in opts.only:
-        progress.phase(f"storm: {opts.storm_units} units (write, reload, start), then one "
-                       f"UPDATE; max_concurrent_restarts = {opts.storm_concurrency}")
-        results["storm"].update(storm.run_storm(
-            lab, opts.storm_units, opts.storm_concurrency, opts.settle, SERVER_IDS["storm"],
-            progress.counter("cleared", opts.storm_units)))
-        s = results["storm"]
-        progress.phase(f"storm: systemd finished {s['job_results'] or 'no jobs'}; units with "
-                       f"one job {s['units_one_job_done']}, more than one "
-                       f"{s['units_restarted_twice']}, none {s['units_not_restarted']}")
-        if not s["exactly_once"]:
-            problems.append(f"storm: not every unit was restarted exactly once (systemd "
-                            f"jobs: {s['units_one_job_done']} units one done, "
-                            f"{s['units_restarted_twice']} more than one, "
-                            f"{s['units_not_restarted']} none)")
+        units = [f"{name}.service" for _, name in storm_rows]
+        runs, floor_runs = [], []
+        for n in range(1, opts.rounds + 1):
+            progress.phase(f"storm {n}/{opts.rounds}: floor, a bare D-Bus client restarting "
+                           f"the {len(units)} units, {opts.storm_concurrency} at a time")
+            floor_runs.append(floors.storm_floor(lab, units, opts.storm_concurrency))
+            progress.phase(f"storm {n}/{opts.rounds}: one UPDATE, reactor run "
+                           f"(max_concurrent_restarts = {opts.storm_concurrency}); floor did "
+                           f"{floor_runs[-1]['restarts_per_s']} restarts/s")
+            runs.append(storm.run_storm(
+                lab, storm_rows, opts.storm_concurrency, opts.settle, SERVER_IDS["storm"],
+                progress.counter("cleared", opts.storm_units)))
+            s = runs[-1]
+            progress.phase(f"storm {n}/{opts.rounds}: {s['restarts_per_s']} restarts/s; "
+                           f"systemd finished {s['job_results'] or 'no jobs'}; units with one "
+                           f"job {s['units_one_job_done']}, more than one "
+                           f"{s['units_restarted_twice']}, none {s['units_not_restarted']}")
+            if not s["exactly_once"]:
+                problems.append(f"storm {n}: not every unit was restarted exactly once "
+                                f"(systemd jobs: {s['units_one_job_done']} units one done, "
+                                f"{s['units_restarted_twice']} more than one, "
+                                f"{s['units_not_restarted']} none)")
+        results["storm"].update(report.summarize_storm(runs, floor_runs))
     if "detection" in opts.only:
-        progress.phase(f"detection: {opts.detect_rows} rows alarmed by one UPDATE, "
-                       "reactor watch")
-        results["storm"]["detection"] = storm.run_detection(
-            lab, opts.detect_rows, SERVER_IDS["detection"],
-            progress.counter("lines", opts.detect_rows))
+        burst = storm.detection_rows(opts.detect_rows)
+        lab.add_rows(burst)
+        lo, hi = burst[0][0], burst[-1][0]
+        runs, floor_runs = [], []
+        for n in range(1, opts.rounds + 1):
+            progress.phase(f"detection {n}/{opts.rounds}: floor, one UPDATE of "
+                           f"{len(burst)} rows, a bare mysql-replication reader")
+            floor_runs.append(floors.rows_floor(lab, lo, hi, SERVER_IDS["floor"]))
+            progress.phase(f"detection {n}/{opts.rounds}: the same UPDATE, reactor watch "
+                           f"(floor: last row at {report.fmt_ms(floor_runs[-1]['last_ms'])} ms)")
+            runs.append(storm.run_detection(lab, burst, SERVER_IDS["detection"],
+                                            progress.counter("lines", len(burst))))
+        results["detection"] = report.summarize_detection(runs, floor_runs)
+    if "storm_100k" in opts.only:
+        ghosts = bigstorm.ghost_rows(opts.big_rows - len(storm_rows))
+        progress.phase(f"storm_100k: {len(ghosts):,} rows naming no unit, beside the "
+                       f"{len(storm_rows):,} real units")
+        lab.add_rows(ghosts)
+        progress.phase(f"storm_100k: one UPDATE alarming {opts.big_rows:,} rows")
+        results["storm_100k"] = bigstorm.run(
+            lab, storm_rows, ghosts, opts.storm_concurrency, SERVER_IDS["storm_100k"],
+            progress.counter("handled", opts.big_rows))
+        s = results["storm_100k"]
+        progress.phase(f"storm_100k: peak RSS {s['peak_rss_mb']} MB, rows handled exactly "
+                       f"once {s['rows_handled']:,} of {s['rows']:,}, real units restarted "
+                       f"once {s['units_restarted_once']:,}")
+        if not s["exactly_once"]:
+            problems.append(f"storm_100k: rows handled exactly once {s['rows_handled']} of "
+                            f"{s['rows']}, units restarted once {s['units_restarted_once']} "
+                            f"of {s['real_units']}")
     if "alerts" in opts.only:
         progress.phase(f"alerts: {opts.alarms} failing processes -> webhook (latency), then "
                        f"{opts.alarms} alarms without sinks and with a dead sink")
@@ -351,6 +419,29 @@ def run(lab: Lab, opts: Options, progress: Progress) -> tuple[dict[str, Any],
     return results, records
 
 
+def baseline(output: Path) -> dict[str, Any]:
+    """The single-alarm figures of the committed results (git HEAD's latest.json in the
+    output directory, else the file on disk), to print beside this run's: "no worse" is
+    judged against what was last committed, not against the previous local run."""
+    path = output / "latest.json"
+    try:
+        text = subprocess.run(["git", "show", f"HEAD:./{path.name}"], cwd=output,
+                              capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        try:
+            text = path.read_text()
+        except OSError:
+            return {}
+    try:
+        old = json.loads(text)
+        binlog = old["modes"]["binlog"]
+        return {"date": old["machine"]["date"], "reactor": old["machine"].get("reactor"),
+                "dispatch_ms": {k: binlog["dispatch_ms"][k] for k in ("n", "p50", "p99")},
+                "detect_ms": {k: binlog["detect_ms"][k] for k in ("n", "p50", "p99")}}
+    except (ValueError, KeyError, TypeError):
+        return {}
+
+
 def _terminate(signum: int, _frame: object) -> NoReturn:
     raise SystemExit(128 + signum)  # unwinds through every finally: the lab is cleaned up
 
@@ -368,6 +459,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"benchmark cannot run here: {exc}", file=sys.stderr)
             return EXIT_UNAVAILABLE
         results, records = run(lab, opts, progress)
+        results["baseline"] = baseline(opts.output)
     except KeyboardInterrupt:
         progress.phase("interrupted")
         return 130

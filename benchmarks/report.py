@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reactor.ops.status import table
+from reactor.ops.table import table
 
 MODES = ("binlog", "poll_1s", "poll_0.1s")
 METRICS = ("detect_ms", "dispatch_ms", "cycle_ms")
@@ -97,6 +97,77 @@ def fmt_ms(value: float | None) -> str:
     return f"{value:,.0f}"
 
 
+# ------------------------------------------------------------------ floors
+
+
+def _median(values: Sequence[float]) -> float | None:
+    return round(percentile(sorted(values), 50), 3) if values else None
+
+
+def _ratio(value: float | None, floor: float | None, digits: int = 2) -> float | None:
+    return round(value / floor, digits) if value is not None and floor else None
+
+
+def summarize_floor(samples: list[dict[str, float]], results: dict[str, Any]) -> None:
+    """modes.binlog.detect_floor_ms: the bare reader's single-alarm detection from the
+    UPDATE's send (and from its OK), and the reactor's dispatch p50 (from the send) over it."""
+    binlog = results["modes"]["binlog"]
+    binlog["detect_floor_ms"] = summarize([(s["detected"] - s["sent"]) * 1000
+                                           for s in samples])
+    binlog["detect_floor_from_commit_ms"] = summarize([(s["detected"] - s["committed"]) * 1000
+                                                       for s in samples])
+    floor = binlog["detect_floor_ms"]["p50"]
+    binlog["dispatch_ratio_to_floor"] = _ratio(binlog["dispatch_from_send_ms"]["p50"], floor)
+    binlog["detect_ratio_to_floor"] = _ratio(binlog["detect_from_send_ms"]["p50"], floor)
+
+
+def summarize_storm(runs: list[dict[str, Any]],
+                    floor_runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """storm in latest.json: the run with the median rate in full, every run's rate, the
+    bare client's, their medians and the ratio of the medians; exactly once in every run."""
+    rates = [r["restarts_per_s"] or 0.0 for r in runs]
+    floor_rates = [f["restarts_per_s"] for f in floor_runs]
+    middle = sorted(range(len(runs)), key=lambda i: rates[i])[len(runs) // 2]
+    out = dict(runs[middle])
+    median, floor = _median(rates), _median(floor_rates)
+    out.update({
+        "rounds": len(runs),
+        "restarts_per_s_runs": rates,
+        "restarts_per_s": median,
+        "floor_restarts_per_s_runs": floor_rates,
+        "floor_restarts_per_s": floor,
+        "floor_job_results": [f["job_results"] for f in floor_runs],
+        "floor_systemd_sandbox_cpu_s": [f.get("systemd_sandbox_cpu_s") for f in floor_runs],
+        "floor_units_one_job_done": [f.get("units_one_job_done") for f in floor_runs],
+        "ratio_to_floor": _ratio(median, floor, 3),
+        "exactly_once_runs": [r["exactly_once"] for r in runs],
+        "exactly_once": all(r["exactly_once"] for r in runs),
+    })
+    return out
+
+
+def summarize_detection(runs: list[dict[str, Any]],
+                        floor_runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """detection in latest.json: `reactor watch`'s last detected_at and the bare reader's
+    last row, medians over the rounds, and their ratio."""
+    last = [r["last_detected_ms"] for r in runs if r["last_detected_ms"] is not None]
+    floor = [f["last_ms"] for f in floor_runs if f["last_ms"] is not None]
+    lines = [r["last_line_ms"] for r in runs if r["last_line_ms"] is not None]
+    out = dict(runs[-1])
+    out.update({
+        "rounds": len(runs),
+        "last_detected_ms_runs": last,
+        "last_detected_ms": _median(last),
+        "last_line_ms": _median(lines),
+        "floor_last_ms_runs": floor,
+        "floor_last_ms": _median(floor),
+        "ratio_to_floor": _ratio(_median(last), _median(floor), 3),
+        "all_seen": all(r["seen"] == r["rows"] for r in runs)
+        and all(f["complete"] for f in floor_runs),
+    })
+    return out
+
+
 # ------------------------------------------------------------------ targets
 
 
@@ -158,6 +229,17 @@ def targets(results: dict[str, Any]) -> list[Target]:
     scraped = results.get("scrape", {}).get("ratio_p50")
     idle = results["idle"].get("binlog")
     counts = [metrics[m]["n"] for metrics in results["modes"].values() for m in METRICS]
+    storm, big, det = results["storm"], results.get("storm_100k", {}), results.get("detection", {})
+    base = results.get("baseline", {}).get("dispatch_ms", {})
+
+    def no_worse(stat: str) -> Target:
+        now = binlog.get("dispatch_ms", {}).get(stat)
+        before = base.get(stat)
+        goal = f"binlog dispatch {stat} no worse than the committed results"
+        if now is None or before is None:
+            return Target(goal, "-", None)
+        return Target(goal, f"{fmt_ms(now)} ms (before {fmt_ms(before)} ms)", now <= before)
+
     alerts = results.get("alerts") or {}
     ratio_dead = alerts.get("dispatch_ratio_p50")
     return [
@@ -176,6 +258,25 @@ def targets(results: dict[str, Any]) -> list[Target]:
                "-" if idle is None else
                f"{idle['queries_per_s']:g} q/s ({idle['queries']} in {idle['seconds']:.0f} s)",
                None if idle is None else idle["queries"] == 0),
+        no_worse("p50"),
+        no_worse("p99"),
+        Target("storm restarts/s >= 0.95x the bare D-Bus client, each unit exactly once",
+               "-" if storm.get("ratio_to_floor") is None else
+               f"{storm['ratio_to_floor']:.2f}x ({storm['restarts_per_s']} / "
+               f"{storm['floor_restarts_per_s']} per s), exactly once: "
+               f"{'yes' if storm['exactly_once'] else 'NO'}",
+               None if storm.get("ratio_to_floor") is None else
+               storm["ratio_to_floor"] >= 0.95 and storm["exactly_once"]),
+        Target("100,000-alarm storm: peak RSS <= 150 MB, every row handled exactly once",
+               "-" if not big else f"{big['peak_rss_mb']} MB, {big['rows_handled']:,} of "
+               f"{big['rows']:,} rows",
+               None if not big else big["peak_rss_mb"] <= 150 and big["exactly_once"]),
+        Target("10,000-row detection <= 1.2x the bare reader",
+               "-" if det.get("ratio_to_floor") is None else
+               f"{det['ratio_to_floor']:.2f}x ({fmt_ms(det['last_detected_ms'])} / "
+               f"{fmt_ms(det['floor_last_ms'])} ms)",
+               None if det.get("ratio_to_floor") is None else
+               det["ratio_to_floor"] <= 1.2 and det["all_seen"]),
         Target("binlog dispatch p50 with a dead alert sink within 10 % of no sinks",
                "-" if ratio_dead is None else f"{ratio_dead:.2f}x",
                None if ratio_dead is None else ratio_dead <= 1.10),
@@ -214,7 +315,21 @@ def _storm_rows(results: dict[str, Any]) -> list[list[str]]:
             ["commit -> all RestartUnit issued", f"{fmt_ms(s['all_restart_issued_ms'])} ms"],
             ["commit -> all restarted", f"{fmt_ms(s['all_restarted_ms'])} ms"],
             ["commit -> all alarma=0 (client)", f"{fmt_ms(s['all_cleared_ms'])} ms"],
-            ["restarts per second", str(s["restarts_per_s"])],
+            ["restarts per second (median of the rounds)", str(s["restarts_per_s"])]]
+        if s.get("floor_restarts_per_s") is not None:
+            rows += [
+                ["bare D-Bus client, same units and concurrency (floor)",
+                 f"{s['floor_restarts_per_s']} per s"],
+                ["reactor / floor", f"{s['ratio_to_floor']:.2f}x (rounds: reactor "
+                 + ", ".join(f"{r:g}" for r in s["restarts_per_s_runs"]) + "; floor "
+                 + ", ".join(f"{r:g}" for r in s["floor_restarts_per_s_runs"]) + ")"]]
+        rows += [
+            ["D-Bus calls per cycle (reactor's own count)",
+             ", ".join(f"{k} {v:g}" for k, v in sorted(s.get("dbus_calls_per_cycle", {})
+                                                      .items())) or "-"],
+            ["database pool calls per cycle",
+             ", ".join(f"{k} {v:g}" for k, v in sorted(s.get("database_calls_per_cycle", {})
+                                                      .items())) or "-"],
             ["CPU s used meanwhile: reactor / mariadbd / systemd sandbox",
              " / ".join("-" if s.get(k) is None else f"{s[k]:.2f}"
                         for k in ("reactor_cpu_s", "mariadbd_cpu_s", "systemd_sandbox_cpu_s"))],
@@ -238,12 +353,32 @@ def _storm_rows(results: dict[str, Any]) -> list[list[str]]:
                 f" (systemd's count, {s['linger_s']:g} s after the last clear)"
                 if "linger_s" in s else ""), "yes" if s["exactly_once"] else "NO"],
         ]
-    d = storm.get("detection")
+    d = results.get("detection") or storm.get("detection")  # older results: under storm
     if d:
         rows += [
             ["rows alarmed by one UPDATE (`reactor watch`)", f"{d['rows']:,} ({d['seen']:,} seen)"],
             ["commit -> last JSON line", f"{fmt_ms(d['last_line_ms'])} ms"],
             ["commit -> last detected_at", f"{fmt_ms(d['last_detected_ms'])} ms"],
+        ]
+        if d.get("floor_last_ms") is not None:
+            rows += [
+                ["commit -> last row out of a bare mysql-replication reader (floor)",
+                 f"{fmt_ms(d['floor_last_ms'])} ms"],
+                ["reactor watch / floor", f"{d['ratio_to_floor']:.2f}x (rounds: reactor "
+                 + ", ".join(fmt_ms(v) for v in d["last_detected_ms_runs"]) + " ms; floor "
+                 + ", ".join(fmt_ms(v) for v in d["floor_last_ms_runs"]) + " ms)"]]
+    b = results.get("storm_100k")
+    if b:
+        rows += [
+            ["alarms raised by one UPDATE (storm_100k)",
+             f"{b['rows']:,} ({b['real_units']:,} real units, {b['ghost_rows']:,} naming none)"],
+            ["commit -> every row handled", f"{fmt_ms(b['all_handled_ms'])} ms "
+             f"({b['rows_per_s']} rows/s)"],
+            ["reactor RSS at start / peak", f"{b['rss_start_mb']} / {b['peak_rss_mb']} MB"],
+            ["rows handled exactly once (one detected, one outcome)",
+             f"{b['rows_handled']:,} of {b['rows']:,}"],
+            ["real units restarted once (systemd's count)",
+             f"{b['units_restarted_once']:,} of {b['real_units']:,}"],
         ]
     return rows
 
@@ -343,6 +478,26 @@ def _source_text(results: dict[str, Any]) -> str | None:
             + ".")
 
 
+def _floor_text(results: dict[str, Any]) -> str | None:
+    b = results["modes"].get("binlog", {})
+    f = b.get("detect_floor_ms")
+    if not f or not f["n"]:
+        return None
+    figures = " / ".join(fmt_ms(f[k]) for k in ("p50", "p90", "p99", "max"))
+    text = ("Floor: a bare mysql-replication reader, alone, on the same alarms, detected each "
+            f"p50 / p90 / p99 / max {figures}"
+            f" ms after the UPDATE's send (n = {f['n']}); the reactor's binlog detection / "
+            f"floor {b['detect_ratio_to_floor']}x, its RestartUnit dispatch / floor "
+            f"{b['dispatch_ratio_to_floor']}x (p50, both from the send).")
+    base = results.get("baseline")
+    if base and base.get("dispatch_ms"):
+        now = b["dispatch_ms"]
+        text += (f" Single-alarm dispatch p50 / p99 now {fmt_ms(now['p50'])} / "
+                 f"{fmt_ms(now['p99'])} ms; in the committed results of {base['date']} "
+                 f"{fmt_ms(base['dispatch_ms']['p50'])} / {fmt_ms(base['dispatch_ms']['p99'])} ms.")
+    return text
+
+
 def render(results: dict[str, Any], md: bool) -> str:
     m = results["machine"]
     parts = []
@@ -367,13 +522,16 @@ def render(results: dict[str, Any], md: bool) -> str:
     ratio = _ratio_text(results)
     if ratio:
         parts.append("\n".join(f"- {r}" if md else r for r in ratio))
+    floor = _floor_text(results)
+    if floor:
+        parts.append(floor)
     scrape_rows = _scrape_rows(results)
     if scrape_rows:
         parts.append(_table(SCRAPE_HEAD, scrape_rows, md))
         text = _scrape_text(results)
         if text:
             parts.append(text)
-    if results["storm"]:
+    if results["storm"] or results.get("detection") or results.get("storm_100k"):
         parts.append(_table(["burst", "figure"], _storm_rows(results), md))
     if results["idle"]:
         parts.append(_table(IDLE_HEAD, _idle_rows(results), md))
@@ -415,7 +573,16 @@ def summarize_modes(records: dict[str, list[dict[str, Any]]],
     returns the value lists per mode (the plot's input)."""
     raw = {mode: metric_lists(alarms, SOURCES[mode]) for mode, alarms in records.items()}
     for mode, alarms in records.items():
-        results["modes"][mode] = mode_summary(alarms, SOURCES[mode])
+        old = results["modes"].get(mode, {})
+        results["modes"][mode] = new = mode_summary(alarms, SOURCES[mode])
+        floor = old.get("detect_floor_ms")
+        if floor is not None:  # measured apart (summarize_floor): kept, its ratios redone
+            new["detect_floor_ms"] = floor
+            new["detect_floor_from_commit_ms"] = old["detect_floor_from_commit_ms"]
+            new["dispatch_ratio_to_floor"] = _ratio(new["dispatch_from_send_ms"]["p50"],
+                                                    floor["p50"])
+            new["detect_ratio_to_floor"] = _ratio(new["detect_from_send_ms"]["p50"],
+                                                  floor["p50"])
     if records:
         # the client's UPDATE round trip: the commit happens somewhere inside it
         results["machine"]["update_round_trip_ms"] = summarize(

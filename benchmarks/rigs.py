@@ -86,8 +86,8 @@ class Lab:
     # ------------------------------------------------------------------ reactor
 
     def write_config(self, name: str, *, mode: str, check_interval: float, server_id: int,
-                     settle: float, max_concurrent: int = 32, listen: str = "",
-                     extra: dict[str, dict[str, object]] | None = None) -> Path:
+                     settle: float, max_concurrent: int = 32, max_attempts: int = 2,
+                     listen: str = "", extra: dict[str, dict[str, object]] | None = None) -> Path:
         """A reactor config for the lab; `listen` is its [metrics] listen (default: no
         listener); `extra` adds sections or keys ([alert.NAME] ...)."""
         path = self.base / f"{name}.ini"
@@ -100,7 +100,7 @@ class Lab:
             "logging": {"level": "INFO", "log_file": ""},
             "metrics": {"listen": listen},
             "process.default": {"settle_time": settle, "health_check_timeout": 5,
-                                "restart_delay": 0.5, "max_attempts": 2},
+                                "restart_delay": 0.5, "max_attempts": max_attempts},
         }
         for section, values in (extra or {}).items():
             sections.setdefault(section, {}).update(values)

@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import collections
 import json
+import re
 import time
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
 from benchmarks.idle import cpu_seconds
 from benchmarks.rigs import JobCounter, Lab
 from benchmarks.workload import audit_epoch, wait_audit
+from lab.mariadb import free_port
 
 Tick = Callable[[int], None]
 STORM_TIMEOUT = 900.0
@@ -50,19 +53,40 @@ def _cpu_used(before: dict[str, float | None],
     return used
 
 
+def calls_of(port: int) -> dict[str, dict[str, float]]:
+    """reactor_dbus_calls_total{member} and reactor_database_calls_total{query} from a
+    running reactor's /metrics (since its start: the storm is all it did, but for its
+    start-up sweep and name load)."""
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
+    with direct.open(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    out: dict[str, dict[str, float]] = {"dbus": {}, "database": {}}
+    for kind, metric, label in (("dbus", "reactor_dbus_calls_total", "member"),
+                                ("database", "reactor_database_calls_total", "query")):
+        for m in re.finditer(rf'^{metric}{{{label}="([^"]+)"}} (\S+)$', text, re.M):
+            out[kind][m.group(1)] = float(m.group(2))
+    return out
+
+
 def _ms(t: float | None, since: float) -> float | None:
     return None if t is None else round((t - since) * 1000, 3)
 
 
-def run_storm(lab: Lab, units: int, concurrency: int, settle: float, server_id: int,
-              tick: Tick) -> dict[str, Any]:
-    rows = [(STORM_FIRST_PID + i, f"bench-storm-{i:05d}") for i in range(units)]
+def storm_rows(units: int) -> list[tuple[int, str]]:
+    return [(STORM_FIRST_PID + i, f"bench-storm-{i:05d}") for i in range(units)]
+
+
+def run_storm(lab: Lab, rows: list[tuple[int, str]], concurrency: int, settle: float,
+              server_id: int, tick: Tick) -> dict[str, Any]:
+    """One storm over `rows` (their units already loaded and started: lab.add_units)."""
+    units = len(rows)
     lo, hi = rows[0][0], rows[-1][0]
     names = [f"{name}.service" for _, name in rows]
-    lab.add_units(rows)
     before = lab.unit_states(names)
+    port = free_port()
     config = lab.write_config("storm", mode="binlog", check_interval=300, server_id=server_id,
-                              settle=settle, max_concurrent=concurrency)
+                              settle=settle, max_concurrent=concurrency,
+                              listen=f"127.0.0.1:{port}")
     reactor = lab.start_reactor("run", "--config", str(config), ready=r"ready: mode=")
     counter: JobCounter | None = None
     counts: dict[str, collections.Counter[str]] = {}
@@ -91,6 +115,7 @@ def run_storm(lab: Lab, units: int, concurrency: int, settle: float, server_id: 
         wait_audit(lab, mark, pids, {"detected": units, "cleared": units})
         if cleared_at is not None:
             time.sleep(max(0.0, cleared_at + LINGER - time.time()))
+        calls = calls_of(port)
     finally:
         try:
             lab.stop_reactor(reactor)
@@ -156,13 +181,24 @@ def run_storm(lab: Lab, units: int, concurrency: int, settle: float, server_id: 
         "cleared": count("cleared"),
         # from systemd's count: every unit exactly one finished job, and it succeeded
         "exactly_once": one_done == units,
+        # what a cycle costs, from the reactor's own counters (its /metrics): D-Bus calls per
+        # method and database pool calls per query, per unit of the storm
+        "dbus_calls_per_cycle": {k: round(v / units, 3) for k, v in calls["dbus"].items()},
+        "database_calls_per_cycle": {k: round(v / units, 3)
+                                     for k, v in calls["database"].items()},
     }
 
 
-def run_detection(lab: Lab, rows_count: int, server_id: int, tick: Tick) -> dict[str, Any]:
-    rows = [(DETECT_FIRST_PID + i, f"bench-detect-{i:06d}") for i in range(rows_count)]
+def detection_rows(count: int) -> list[tuple[int, str]]:
+    return [(DETECT_FIRST_PID + i, f"bench-detect-{i:06d}") for i in range(count)]
+
+
+def run_detection(lab: Lab, rows: list[tuple[int, str]], server_id: int,
+                  tick: Tick) -> dict[str, Any]:
+    """One UPDATE alarming `rows` (already added: lab.add_rows) while `reactor watch` runs;
+    the rows are reset afterwards, so that the next round alarms them again."""
+    rows_count = len(rows)
     lo, hi = rows[0][0], rows[-1][0]
-    lab.add_rows(rows)
     config = lab.write_config("detect", mode="binlog", check_interval=300,
                               server_id=server_id, settle=0)
     watch = lab.start_reactor("watch", "--config", str(config), ready="watching for alarms")
@@ -193,6 +229,8 @@ def run_detection(lab: Lab, rows_count: int, server_id: int, tick: Tick) -> dict
         tick(len(seen))
     finally:
         lab.stop_reactor(watch)
+        lab.query("UPDATE STATUS_PROCESS SET alarma = 0 WHERE process_id BETWEEN %s AND %s",
+                  (lo, hi))
     return {
         "rows": rows_count,
         "seen": len(seen),

@@ -34,14 +34,13 @@ import contextlib
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
 from reactor import __version__
 from reactor.actions.pipeline import Pipeline
 from reactor.actions.systemd import Systemd
-from reactor.alerts.dispatcher import build_alerts
 from reactor.config import Config, LoggingConfig, load_config
 from reactor.errors import ConfigError, ReactorError
 from reactor.events import Alarm, Observers, Source
@@ -56,6 +55,9 @@ from reactor.storage.database import Database
 from reactor.storage.fleet import FleetRow, FleetState
 from reactor.storage.records import Store
 from reactor.storage.statefile import StateFile
+
+if TYPE_CHECKING:
+    from reactor.alerts.dispatcher import Alerts
 
 STATUS_INTERVAL = 5.0  # seconds between STATUS= updates when there is no watchdog
 EXIT_INTERRUPTED = 130  # the stop was urgent (a second SIGINT): cycles were cut short
@@ -85,7 +87,11 @@ class Daemon:
         self.store = Store(self.database, self.owned)
         self.observers.add(self.store)
         # alerts (when a sink is configured) hear the same steps and notices
-        self.alerts = build_alerts(config, self.state, self.observers)
+        self.alerts: Alerts | None = None
+        if config.alerts.sinks:  # the sinks' HTTP and SMTP clients only when there are some
+            from reactor.alerts.dispatcher import build_alerts
+
+            self.alerts = build_alerts(config, self.state, self.observers)
         if self.alerts is not None:
             self.observers.add(self.alerts)
         self.intake = Intake(self._submit, self.database, verify_replay=True,
@@ -166,7 +172,8 @@ class Daemon:
             breakers=dict(self.pipeline.breakers), names=dict(self.intake.names),
             counters={"alarms": self.intake.delivered, "cycles": c.cycles,
                       "restarted": c.restarted, "failed": c.failed, "refused": c.refused,
-                      "skipped": c.skipped, "coalesced": c.coalesced})
+                      "skipped": c.skipped, "coalesced": c.coalesced},
+            dbus_calls=dict(self.systemd.calls), database_calls=dict(self.database.calls))
 
     # ------------------------------------------------------------------ reload
 
@@ -235,6 +242,8 @@ class Daemon:
                 await self.monitor.choose_mode()
             await self.systemd.connect()
             async with asyncio.TaskGroup() as tg:
+                # outcomes and audit rows: the cycles of `run` and of `sweep --once` write them
+                tg.create_task(self._guard(self.store.run(), "store"), name="store")
                 cycles = tg.create_task(self._guard(self.pipeline.run(), "pipeline"),
                                         name="pipeline")
                 alerts = self.alerts
@@ -271,7 +280,6 @@ class Daemon:
                 await self.metrics.start()
                 metrics = tg.create_task(self._guard(self.metrics.run(), "metrics"),
                                          name="metrics")
-            tg.create_task(self._guard(self.store.run(), "audit writer"), name="audit")
             fleet = tg.create_task(self._guard(self.fleet.run(), "fleet row"), name="fleet")
             source = tg.create_task(self._guard(self.monitor.run(), "alarm source"),
                                     name="sources")

@@ -31,12 +31,26 @@ class Source(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class RowChange:
-    """One row of STATUS_PROCESS or PROCESE as changed by a committed transaction."""
+class AlarmaChange:
+    """A row of STATUS_PROCESS whose alarma changed in a committed transaction, reduced by
+    the binlog reader to what detection reads (a 100,000-row UPDATE keeps 100,000 of these,
+    not 100,000 row images, until its commit)."""
 
-    table: str
-    before: dict[str, object] | None  # None for an INSERT
-    after: dict[str, object] | None  # None for a DELETE
+    pid: int
+    before: int | None  # alarma before; None: no row before (an INSERT)
+    after: int | None  # alarma after; None: no row after (a DELETE)
+
+
+@dataclass(frozen=True, slots=True)
+class NameChange:
+    """A row of PROCESE inserted, changed or deleted in a committed transaction."""
+
+    pid: int
+    name: str | None  # process_name after; None: the row was deleted
+    host: str | None = None  # PROCESE.host after (sql/fleet.sql); None: NULL, or no column
+
+
+RowChange = AlarmaChange | NameChange
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,16 +46,21 @@ def run_bench(args: list[str], timeout: float) -> subprocess.CompletedProcess[st
 def test_reduced_benchmark_writes_results_with_the_schema(tmp_path: Path) -> None:
     done = run_bench(["--quick", "--alarms", "3", "--units", "2", "--max-pause", "0.05",
                       "--idle", "1", "--storm-units", "5", "--detect-rows", "20",
-                      "--output", str(tmp_path)], timeout=120)
+                      "--rounds", "1", "--big-rows", "30", "--output", str(tmp_path)],
+                     timeout=240)
     if done.returncode == EXIT_UNAVAILABLE:
         unavailable(done.stdout.strip().splitlines()[-1])
     assert done.returncode == 0, done.stdout[-4000:]
 
     results = json.loads((tmp_path / "latest.json").read_text())
-    assert set(results) == {"modes", "storm", "idle", "scrape", "alerts", "machine"}
+    assert set(results) == {"modes", "storm", "detection", "storm_100k", "idle", "scrape",
+                            "alerts", "machine", "baseline"}
     assert set(results["modes"]) == MODES
+    floors = {"detect_floor_ms", "detect_floor_from_commit_ms", "dispatch_ratio_to_floor",
+              "detect_ratio_to_floor"}
     for mode, metrics in results["modes"].items():
-        assert set(metrics) == {*FIGURES, "source", "detected_by_other_source"}, mode
+        assert set(metrics) == {*FIGURES, "source", "detected_by_other_source",
+                                *(floors if mode == "binlog" else ())}, mode
         assert metrics["source"] == ("binlog" if mode == "binlog" else "poll")
         assert metrics["detected_by_other_source"] == 0, (mode, done.stdout[-4000:])
         for metric in FIGURES:
@@ -85,7 +90,17 @@ def test_reduced_benchmark_writes_results_with_the_schema(tmp_path: Path) -> Non
     assert storm["units_one_job_done"] == 5 and storm["job_results"] == {"done": 5}, storm
     assert storm["units_restarted_twice"] == 0 and storm["units_not_restarted"] == 0
     assert storm["exactly_once"] is True
-    assert storm["detection"]["rows"] == 20 and storm["detection"]["seen"] > 0
+    # the floors, measured in the same run with no reactor code, and the ratios
+    assert storm["floor_restarts_per_s"] > 0 and storm["ratio_to_floor"] > 0
+    binlog = results["modes"]["binlog"]
+    assert binlog["detect_floor_ms"]["n"] == 3 and binlog["dispatch_ratio_to_floor"] > 0
+    detection = results["detection"]
+    assert detection["rows"] == 20 and detection["seen"] == 20 and detection["all_seen"]
+    assert detection["floor_last_ms"] > 0 and detection["ratio_to_floor"] > 0
+    big = results["storm_100k"]
+    assert big["rows"] == 30 and big["real_units"] == 5 and big["ghost_rows"] == 25
+    assert big["rows_handled"] == 30 and big["units_restarted_once"] == 5, big
+    assert big["peak_rss_mb"] > 0 and big["exactly_once"] is True
     alerts = results["alerts"]  # alarm -> alert at a webhook; dispatch with a dead sink
     assert alerts["latency"]["alarms"] == 3 and alerts["latency"]["lost"] == 0
     assert alerts["latency"]["latency_ms"]["n"] == 3, alerts

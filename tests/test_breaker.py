@@ -6,7 +6,7 @@ import re
 import time
 
 from reactor.actions.breaker import Breaker, Event, State, transition
-from reactor.actions.pipeline import hhmmss
+from reactor.actions.circuit import hhmmss
 
 LIMITS = {"max_failures": 3, "reset_time": 100.0}
 
@@ -54,6 +54,12 @@ def test_round_trip_through_json() -> None:
     b = Breaker(State.OPEN, 4, 123.5)
     assert Breaker.from_json(b.to_json()) == b
     assert Breaker.from_json({"state": "bogus"}) == Breaker()
+    # the object older versions wrote still reads
+    assert Breaker.from_json({"state": "open", "failures": 3, "until": 5.0}) == \
+        Breaker(State.OPEN, 3, 5.0)
+    assert Breaker.from_json(["open", 3]) == Breaker()
+    assert Breaker(State.CLOSED, 2).to_json() == 2 and Breaker.from_json(2) == \
+        Breaker(State.CLOSED, 2)
 
 
 def test_note_times_carry_the_date_when_far_from_now() -> None:

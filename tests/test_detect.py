@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from reactor.retry import Backoff
-from reactor.sources.detect import AlarmTracker, is_alarm, is_clear
+from reactor.sources.detect import AlarmTracker, alarma_of, is_alarm, is_clear
 
 
 class Clock:
@@ -15,20 +15,25 @@ class Clock:
         return self.t
 
 
-def row(alarma: int, notes: str = "") -> dict[str, object]:
-    return {"process_id": 1, "alarma": alarma, "notes": notes}
+def row(alarma: int) -> int:
+    """alarma in a row image, as the binlog reader reduces it (alarma_of)."""
+    image: dict[str, object] = {"process_id": 1, "alarma": alarma, "notes": "x"}
+    value = alarma_of(image)
+    assert value is not None
+    return value
 
 
 def test_what_is_an_alarm() -> None:
     assert is_alarm(row(0), row(1))
     assert is_alarm(None, row(1))  # INSERT in alarm
-    assert not is_alarm(row(1), row(1, "notes only"))
+    assert not is_alarm(row(1), row(1))  # notes only
     assert not is_alarm(row(1), row(0))
     assert not is_alarm(None, row(0))
     assert not is_alarm(row(0), None)  # DELETE
-    assert is_alarm({"alarma": 2}, row(1))  # any non-1 -> 1
+    assert is_alarm(2, row(1))  # any non-1 -> 1
     assert is_clear(row(1), row(0)) and is_clear(row(1), None)
     assert not is_clear(row(0), row(0))
+    assert alarma_of(None) is None and alarma_of({"alarma": None}) is None
 
 
 def tracker() -> AlarmTracker:
@@ -170,3 +175,41 @@ def test_repeated_position_lost_is_paced_by_the_backoff() -> None:
     source._session = session  # type: ignore[method-assign]
     asyncio.run(source.run())
     assert [round(d, 3) for d in delays] == [0.01, 0.02, 0.04, 0.04, 0.04]
+
+
+def _event(kind: type, table: str, rows: list[dict[str, object]]) -> object:
+    event = object.__new__(kind)  # a decoded event, without a server to decode it from
+    event.table = table  # type: ignore[attr-defined]
+    event._RowsEvent__rows = rows  # type: ignore[attr-defined]  # what `rows` decoded
+    return event
+
+
+def test_the_reader_keeps_only_what_detection_reads() -> None:
+    """The binlog reader reduces each row in its thread: a STATUS_PROCESS row whose alarma
+    did not change (a note) is not kept at all; the others keep the pid and alarma before
+    and after; PROCESE rows keep the pid and the name after (None: deleted)."""
+    from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
+
+    from reactor.events import AlarmaChange, NameChange, RowChange
+    from reactor.sources.binlog_session import reduce
+
+    def image(pid: object, alarma: int) -> dict[str, object]:
+        return {"process_id": pid, "alarma": alarma, "sound": 0, "notes": "n"}
+
+    out: list[RowChange] = []
+    reduce(_event(UpdateRowsEvent, "STATUS_PROCESS", [  # type: ignore[arg-type]
+        {"before_values": image(1, 0), "after_values": image(1, 1)},
+        {"before_values": image(2, 1), "after_values": image(2, 1)},  # notes only
+        {"before_values": image(3, 1), "after_values": image(3, 0)},
+        {"before_values": image(None, 0), "after_values": image(None, 1)}]), False, out)
+    reduce(_event(WriteRowsEvent, "status_process", [{"values": image(4, 1)}]),  # type: ignore[arg-type]
+           True, out)
+    reduce(_event(DeleteRowsEvent, "STATUS_PROCESS", [{"values": image(5, 1)}]),  # type: ignore[arg-type]
+           False, out)
+    reduce(_event(UpdateRowsEvent, "PROCESE", [  # type: ignore[arg-type]
+        {"before_values": {"process_id": 6, "process_name": "a"},
+         "after_values": {"process_id": 6, "process_name": "b"}}]), False, out)
+    reduce(_event(DeleteRowsEvent, "procese", [  # type: ignore[arg-type]
+        {"values": {"process_id": 7, "process_name": "c"}}]), True, out)
+    assert out == [AlarmaChange(1, 0, 1), AlarmaChange(3, 1, 0), AlarmaChange(4, None, 1),
+                   AlarmaChange(5, 1, None), NameChange(6, "b"), NameChange(7, None)]

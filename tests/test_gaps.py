@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from reactor.config import parse_config
-from reactor.events import Alarm, RowChange
+from reactor.events import Alarm, AlarmaChange, RowChange
 from reactor.reload import live_config
 from reactor.sources.binlog import BinlogSource
 from reactor.sources.binlog_rules import statement_kind, unreadable_event
@@ -70,7 +70,7 @@ class Server:
 
     def __init__(self) -> None:
         self.rows: list[tuple[int, str | None]] = []
-        self.at = ("binlog.000001", 0)
+        self.at = ("binlog.000001", 0, "")  # file, offset, GTID position ("": none)
 
     async def call(self, fn: Any, *args: Any) -> Any:
         assert fn is queries.fetch_alarmed_at
@@ -88,14 +88,13 @@ def test_a_sweep_ahead_of_the_stream_is_not_repeated_by_it() -> None:
     monitor = Monitor(config, server, StateFile(None), intake)  # type: ignore[arg-type]
     monitor.binlog = BinlogSource(config.database, StateFile(None), on_batch=intake.on_batch,
                                   on_connected=lambda cp: None)
-    up = [RowChange("STATUS_PROCESS", {"process_id": 5, "alarma": 0},
-                    {"process_id": 5, "alarma": 1})]
-    down = [RowChange("STATUS_PROCESS", up[0].after, up[0].before)]
+    up: list[RowChange] = [AlarmaChange(5, 0, 1)]
+    down: list[RowChange] = [AlarmaChange(5, 1, 0)]
 
     async def scenario() -> None:
-        server.rows, server.at = [(5, "web")], ("binlog.000001", 250)
+        server.rows, server.at = [(5, "web")], ("binlog.000001", 250, "")
         assert await monitor.sweep(catch_up=False) == 1
-        server.rows, server.at = [], ("binlog.000001", 300)
+        server.rows, server.at = [], ("binlog.000001", 300, "")
         assert await monitor.sweep(catch_up=False) == 0
         for changes, pos in ((up, 200), (down, 300)):  # the stream, late
             intake.on_batch(changes, at(pos, "binlog.000001"))

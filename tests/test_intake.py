@@ -7,14 +7,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from reactor.errors import DatabaseUnavailable
-from reactor.events import Alarm, RowChange, Source
+from reactor.events import Alarm, AlarmaChange, NameChange, RowChange, Source
 from reactor.sources.intake import Intake
 from reactor.storage import queries
 from reactor.storage.statefile import Checkpoint
 
 
 class FakeDatabase:
-    """Answers fetch_name / fetch_status from a dict; `down` makes every call fail;
+    """Answers fetch_names_of / fetch_statuses from dicts; `down` makes every call fail;
     `gate` holds every call until it is set."""
 
     def __init__(self, names: dict[int, str] | None = None,
@@ -31,24 +31,22 @@ class FakeDatabase:
         await self.gate.wait()
         if self.down:
             raise DatabaseUnavailable("server gone")
-        pid = args[0]
-        if fn is queries.fetch_name:
-            return self.names.get(pid)
-        if fn is queries.fetch_process:
-            return (self.names[pid], self.hosts.get(pid)) if pid in self.names else None
-        if fn is queries.fetch_status:
-            return (self.alarms.get(pid, 0), self.names.get(pid), self.hosts.get(pid))
+        pids = args[0]
+        if fn is queries.fetch_processes_of:
+            return {pid: (self.names[pid], self.hosts.get(pid)) for pid in pids
+                    if pid in self.names}
+        if fn is queries.fetch_statuses:
+            return {pid: (self.alarms.get(pid, 0), self.names.get(pid), self.hosts.get(pid))
+                    for pid in pids}
         raise AssertionError(fn)
 
 
 def raised(pid: int) -> list[RowChange]:
-    return [RowChange("STATUS_PROCESS", {"process_id": pid, "alarma": 0},
-                      {"process_id": pid, "alarma": 1})]
+    return [AlarmaChange(pid, 0, 1)]
 
 
 def renamed(pid: int, name: str) -> list[RowChange]:
-    return [RowChange("PROCESE", {"process_id": pid, "process_name": "old"},
-                      {"process_id": pid, "process_name": name})]
+    return [NameChange(pid, name)]
 
 
 def running(intake: Intake, scenario: Callable[[], Awaitable[None]]) -> None:
@@ -114,9 +112,7 @@ def test_a_sweep_ahead_of_the_stream_then_a_reset_prints_the_alarm_once() -> Non
     assert intake.on_sweep([], intake.sweep_started(), Source.SWEEP,
                            Checkpoint("binlog.000001", 2491306)) == []
     intake.on_batch(raised(10000), at)
-    intake.on_batch([RowChange("STATUS_PROCESS", {"process_id": 10000, "alarma": 1},
-                               {"process_id": 10000, "alarma": 0})],
-                    Checkpoint("binlog.000001", 2491306))
+    intake.on_batch([AlarmaChange(10000, 1, 0)], Checkpoint("binlog.000001", 2491306))
     intake.on_batch(raised(10000), Checkpoint("binlog.000001", 2561886))  # a new one
     assert [(a.process_id, a.source) for a in emitted] == [
         (10000, Source.SWEEP), (10000, Source.BINLOG)]

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from reactor.actions import pipeline
+from reactor.actions import clears
 from reactor.actions.pipeline import Pipeline
 from reactor.actions.systemd import JobResult
 from reactor.config import parse_config
@@ -43,8 +43,8 @@ class FakeSystemd:
 
 
 class FakeStore:
-    """The database is away for clear() (it gave up); clear_once answers from `answers`
-    (None = still away)."""
+    """The database is away for clear() (it gave up); clear_many answers each from
+    `answers` (None = still away)."""
 
     def __init__(self) -> None:
         self.answers: list[bool | None] = []
@@ -55,10 +55,16 @@ class FakeStore:
     async def clear(self, pid: int, note: str) -> bool | None:
         return None
 
-    async def clear_once(self, pid: int, note: str) -> bool | None:
-        self.tries += 1
+    async def clear_many(self, items: list[tuple[int, str]]) -> dict[int, bool | None]:
+        out: dict[int, bool | None] = {}
+        for pid, _ in items:
+            self.tries += 1
+            out[pid] = self.answers.pop(0) if self.answers else None
         self.changed.set()
-        return self.answers.pop(0) if self.answers else None
+        return out
+
+    async def room(self) -> None:
+        pass
 
     async def note(self, pid: int, note: str) -> bool | None:
         return True
@@ -111,7 +117,7 @@ def run(test: Callable[[Rig], Any]) -> None:
 @pytest.fixture(autouse=True)
 def slow_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """Background retries a minute apart: only an alarm that comes back hurries one on."""
-    monkeypatch.setattr(pipeline, "CLEAR_BACKOFF", (60.0, 60.0))
+    monkeypatch.setattr(clears, "CLEAR_BACKOFF", (60.0, 60.0))
 
 
 def test_a_swept_alarm_hurries_the_pending_clear_and_restarts_nothing() -> None:

@@ -77,7 +77,7 @@ def test_unit_that_cannot_start_opens_the_breaker_then_half_opens(rig: Rig) -> N
     rig.wait_step(pid, "breaker_open", count=2, timeout=15)
     assert rig.steps(pid).count("restart_issued") == issued + 2  # the trial's 2 attempts
     state = json.loads(Path(config.parent / "c-state.json").read_text())
-    assert state["breakers"][name]["state"] == "open"
+    assert state["breakers"][name][0] == "open"  # [state, failures, until]
 
 
 def test_breaker_state_survives_a_reactor_restart(rig: Rig) -> None:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -239,3 +241,26 @@ def test_oneshot_service_is_healthy_once_its_run_succeeded(rig: Rig, tmp_path: P
     assert runs.read_text().splitlines() == ["run", "run"]
     rig.wait_step(bad, "restart_failed", count=2, timeout=30)
     assert rig.row(bad)[0] == 1
+
+
+def test_settle_time_zero_takes_the_restart_job_as_the_verdict(rig: Rig) -> None:
+    """settle_time = 0: a unit whose restart job ended "done" is healthy without another
+    D-Bus call (reactor's own count of the calls it sent: no Get), and the alarm is cleared;
+    a broken unit still fails (its job does not end "done")."""
+    from lab.mariadb import free_port
+
+    pid, name = rig.add("quick")
+    bad, _ = rig.add("quickbad", "[Service]\nType=oneshot\nExecStart=/bin/false\n", start=False)
+    port = free_port()
+    rig.start(rig.config(default={"settle_time": 0, "max_attempts": 1},
+                         metrics={"listen": f"127.0.0.1:{port}"}))
+    rig.alarm(pid)
+    assert "(service)" in rig.wait_cleared(pid)
+    rig.alarm(bad)
+    rig.wait_step(bad, "cycle_failed")
+    with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
+            f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        metrics = answer.read().decode()
+    calls = dict(re.findall(r'^reactor_dbus_calls_total\{member="(\w+)"\} (\S+)$', metrics,
+                            re.M))
+    assert float(calls.get("RestartUnit", 0)) >= 2 and "Get" not in calls, calls

@@ -38,13 +38,24 @@ class Breaker:
         """Whether the cycle that produced this state may act."""
         return self.state is not State.OPEN
 
-    def to_json(self) -> dict[str, Any]:
-        return {"state": self.state.value, "failures": self.failures, "until": self.until}
+    def to_json(self) -> int | list[Any]:
+        """A closed breaker: its failures in a row (a number); another: [state, failures,
+        until]. Small, because a storm can leave tens of thousands of breakers in the state
+        file, and in its memory."""
+        if self.state is State.CLOSED:
+            return self.failures
+        return [self.state.value, self.failures, self.until]
 
     @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> Breaker:
+    def from_json(cls, raw: Any) -> Breaker:
+        """From to_json's forms, or from the object older versions wrote."""
         try:
-            return cls(State(raw["state"]), int(raw["failures"]), float(raw["until"]))
+            if isinstance(raw, int) and not isinstance(raw, bool):
+                return cls(State.CLOSED, raw)
+            if isinstance(raw, dict):
+                raw = [raw["state"], raw["failures"], raw["until"]]
+            state, failures, until = raw
+            return cls(State(state), int(failures), float(until))
         except (KeyError, ValueError, TypeError):
             return cls()
 

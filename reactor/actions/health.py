@@ -4,7 +4,10 @@ One round checks, in order:
 - a unit (service strategy): ActiveState is active, and stays active with the same MainPID
   and NRestarts for `settle_time` (a Type=simple unit reads active before a broken
   ExecStart has even exited); a Type=oneshot service is healthy once its run succeeded
-  (inactive, Result success: its restart job ended when the run did);
+  (inactive, Result success: its restart job ended when the run did). With settle_time 0
+  nothing is read: the attempt ends only with a restart job whose result is "done", which
+  systemd reports once the unit is active again (a oneshot: has run to success); a read
+  right after it says nothing more, and in a storm costs systemd a call per cycle;
 - a plain program (process strategy), when no probe below is configured: a process of
   that name runs, and still runs after `settle_time`;
 - health_check_command exits 0 (%s = process name; argv, no shell);
@@ -65,9 +68,10 @@ async def _round(target: Target, systemd: Systemd, via_unit: bool,
     s = target.settings
     probes = bool(s.health_check_command or s.health_check_tcp or s.health_check_url)
     if via_unit:
-        reason = await _unit_settled(target.unit, systemd, s.settle_time)
-        if reason:
-            return reason
+        if s.settle_time > 0:  # 0: the restart job's result, "done", is the verdict
+            reason = await _unit_settled(target.unit, systemd, s.settle_time)
+            if reason:
+                return reason
     elif not probes:
         reason = await _process_settled(target.name, s.settle_time)
         if reason:
@@ -98,11 +102,6 @@ async def _round(target: Target, systemd: Systemd, via_unit: bool,
 
 
 async def _unit_settled(unit: str, systemd: Systemd, settle: float) -> str | None:
-    if settle <= 0:  # the fast path: one round trip
-        active, sub = await systemd.active_state(unit)
-        if active == "active" or (active == "inactive" and await systemd.ran_to_success(unit)):
-            return None
-        return f"{unit} is {active}/{sub}"
     first = await systemd.unit_state(unit)
     if first.active_state == "inactive" and await systemd.ran_to_success(unit):
         return None  # a oneshot service that has run: nothing is left to settle

@@ -19,6 +19,7 @@ After a loss the next call reconnects, and subscribes again.
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import time
 from collections import OrderedDict
@@ -57,8 +58,12 @@ EARLY_RESULTS_KEPT = 4096
 # dbus-fast tears the connection down when a send hits EAGAIN (a full socket buffer;
 # upstream python-dbus-next#153, inherited by dbus-fast). A Unix socket buffer holds a few
 # hundred small messages, which a storm of restarts and health checks can queue: calls
-# in flight are bounded well below that.
-MAX_CALLS_IN_FLIGHT = 64  # JobRemoved results kept for replies still on their way
+# in flight are bounded well below that. Calls that act on a unit (RestartUnit, StartUnit,
+# KillUnit, ResetFailedUnit) and calls that only read (Get) have a bound each: in a storm,
+# the health reads of the cycles that just restarted must not hold back the next restarts,
+# or systemd's job queue runs below max_concurrent_restarts (measured: 56 jobs in flight
+# on average instead of 64, 0.88x of a bare client's restarts per second).
+MAX_CALLS_IN_FLIGHT = 64  # per kind of call
 
 # only NoSuchUnit says for certain that a unit does not exist; LoadFailed is a unit in an
 # unexpected load state (it may well exist): a refusal like the others
@@ -132,7 +137,9 @@ class Systemd:
         self._connecting: asyncio.Lock | None = None
         self._waiting: dict[str, asyncio.Future[str]] = {}
         self._early: OrderedDict[str, str] = OrderedDict()
-        self._in_flight = asyncio.Semaphore(MAX_CALLS_IN_FLIGHT)
+        self._acting = asyncio.Semaphore(MAX_CALLS_IN_FLIGHT)  # calls that act on a unit
+        self._reading = asyncio.Semaphore(MAX_CALLS_IN_FLIGHT)  # property reads
+        self.calls: collections.Counter[str] = collections.Counter()  # sent, per member
         # one task per connection, waiting for its end; a lost connection's ends with it
         self._watchers: set[asyncio.Task[None]] = set()
 
@@ -267,16 +274,19 @@ class Systemd:
     async def _send(self, bus: MessageBus, dest: str, path: str, iface: str, member: str,
                     signature: str = "", body: list[Any] | None = None,
                     before_send: Callable[[], None] | None = None) -> Message:
-        """One call on `bus`, under the call timeout and the in-flight bound; before_send
-        runs when the message is about to be written (the restart is 'issued')."""
+        """One call on `bus`, under the call timeout and the in-flight bound of its kind;
+        before_send runs when the message is about to be written (the restart is
+        'issued')."""
         msg = Message(destination=dest, path=path, interface=iface, member=member,
                       signature=signature, body=body or [])
+        bound = self._reading if iface == PROPS else self._acting
         try:
             # the timeout starts once the call may be sent: waiting for the in-flight bound
             # (a storm) is not the bus being slow
-            async with self._in_flight, asyncio.timeout(self.cfg.call_timeout):
+            async with bound, asyncio.timeout(self.cfg.call_timeout):
                 if before_send is not None:
                     before_send()
+                self.calls[member] += 1
                 reply = await bus.call(msg)
         except TimeoutError:
             raise CallTimeout(f"{member}: no answer within {self.cfg.call_timeout:g} s") from None
@@ -342,12 +352,6 @@ class Systemd:
         """Several properties with pipelined Gets: about one round trip, and a tenth of the
         work GetAll costs systemd (it renders every property of the interface)."""
         return list(await asyncio.gather(*(self._get(unit, i, p) for i, p in wanted)))
-
-    async def active_state(self, unit: str) -> tuple[str, str]:
-        """(ActiveState, SubState)."""
-        active, sub = await self._props(unit, ((UNIT_IFACE, "ActiveState"),
-                                               (UNIT_IFACE, "SubState")))
-        return str(active), str(sub)
 
     async def ran_to_success(self, unit: str) -> bool:
         """A Type=oneshot service whose last run succeeded: inactive once it has run (without

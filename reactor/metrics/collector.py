@@ -43,6 +43,7 @@ class LiveCollector(Collector):
         snap = self.source.snapshot()
         yield from _daemon(snap)
         yield from _pipeline(snap)
+        yield from _calls(snap)
         yield from _stream(snap)
 
 
@@ -101,6 +102,20 @@ def _pipeline(snap: Snapshot) -> Iterator[Metric]:
     yield failures
     yield _gauge("reactor_breakers_open", "Processes whose breaker is open now",
                  float(sum(1 for b in snap.breakers.values() if b.state is State.OPEN)))
+
+
+def _calls(snap: Snapshot) -> Iterator[Metric]:
+    dbus = CounterMetricFamily("reactor_dbus_calls", "D-Bus calls sent to systemd, per "
+                               "method (RestartUnit, Get ...)", labels=["member"])
+    for member, n in sorted(snap.dbus_calls.items()):
+        dbus.add_metric([member], n)
+    yield dbus
+    db = CounterMetricFamily("reactor_database_calls", "Calls to the database pool, per "
+                             "query (a call may hold several statements: write_batch "
+                             "writes the outcomes of many cycles)", labels=["query"])
+    for query, n in sorted(snap.database_calls.items()):
+        db.add_metric([query], n)
+    yield db
 
 
 def _stream(snap: Snapshot) -> Iterator[Metric]:

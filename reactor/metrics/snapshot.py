@@ -59,6 +59,8 @@ class Snapshot:
     breakers: dict[str, Breaker]  # process name -> its breaker (processes that had cycles)
     names: dict[int, str]  # process id -> name, as the daemon knows them (PROCESE)
     counters: dict[str, int] = field(default_factory=dict)  # pipeline counters, alarms
+    dbus_calls: dict[str, int] = field(default_factory=dict)  # D-Bus calls sent, per member
+    database_calls: dict[str, int] = field(default_factory=dict)  # pool calls, per query
 
     def problems(self) -> list[str]:
         """Why reactor is not healthy now; empty when it is."""

@@ -110,13 +110,25 @@ async def _watch(config: Config, args: argparse.Namespace) -> int:
 
     out = sys.stdout
     reader_gone = False
+    lines: list[str] = []  # written out once per transaction (a 10,000-row UPDATE: one write)
 
     def emit(alarm: Alarm) -> None:
-        nonlocal reader_gone
         if reader_gone:
             return
+        if not lines:  # a sweep's or a lookup's alarm too is out by the end of this turn
+            asyncio.get_running_loop().call_soon(flush)
+        lines.append(json.dumps(alarm.as_json()) + "\n")
+        if len(lines) >= 1000:
+            flush()
+
+    def flush() -> None:
+        nonlocal reader_gone
+        if reader_gone or not lines:
+            lines.clear()
+            return
         try:
-            out.write(json.dumps(alarm.as_json()) + "\n")
+            out.write("".join(lines))
+            lines.clear()
             out.flush()
         except OSError as exc:  # BrokenPipeError: `reactor watch | head -1` has its line
             if exc.errno != errno.EPIPE:
@@ -132,6 +144,7 @@ async def _watch(config: Config, args: argparse.Namespace) -> int:
 
     database = Database(config.database, workers=2)
     intake = Intake(emit, database)
+    intake.on_emitted = flush  # printed before its position may be checkpointed
     state = StateFile(args.state_file, key="--state-file")
     state.acquire()  # a checkpoint has one writer
     monitor = Monitor(config, database, state, intake)

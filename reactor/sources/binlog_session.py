@@ -52,6 +52,7 @@ from pymysqlreplication.event import (
 )
 from pymysqlreplication.row_event import (
     DeleteRowsEvent,
+    RowsEvent,
     TableMapEvent,
     UpdateRowsEvent,
     WriteRowsEvent,
@@ -64,7 +65,7 @@ from reactor.errors import (
     DatabaseUnavailable,
     ReactorError,
 )
-from reactor.events import RowChange
+from reactor.events import AlarmaChange, NameChange, RowChange
 from reactor.sources.binlog_rules import (
     DUPLICATE_ID,
     REFUSED_HINTS,
@@ -73,6 +74,7 @@ from reactor.sources.binlog_rules import (
     statement_kind,
     unreadable_event,
 )
+from reactor.sources.detect import alarma_of
 from reactor.storage.database import connect, describe, map_error, mapped
 from reactor.storage.positions import Checkpoint, GtidState, Origin
 
@@ -113,6 +115,37 @@ class _WrongServer(BinlogPositionLost):
         self.found = found
         super().__init__(f"checkpoint {start} is from {start.origin}, the server's "
                          f"{start.file} is from {found}")
+
+
+def reduce(event: RowsEvent, folds_case: bool, into: list[RowChange]) -> None:
+    """A rows event's rows, reduced to what the intake reads (here, in the reader thread:
+    neither the row images nor the rows that change nothing of it are kept until the
+    commit). STATUS_PROCESS: a row whose alarma did not change is dropped (a note, the
+    reactor's own writes of notes); PROCESE: the name and host after (name None: deleted;
+    host None: NULL, or no such column: sql/fleet.sql). A row
+    without an integer process_id (no such column) says nothing about a process."""
+    table = event.table.upper() if folds_case else event.table
+    rows = event.rows
+    update = isinstance(event, UpdateRowsEvent)
+    delete = isinstance(event, DeleteRowsEvent)
+    key = "after_values" if update else "values"
+    for row in rows:
+        image = row[key]
+        pid = image.get("process_id")
+        if not isinstance(pid, int):
+            continue
+        if table == "PROCESE":
+            name, host = image.get("process_name"), image.get("host")
+            into.append(NameChange(pid, None if delete or not isinstance(name, str) else name,
+                                   host if isinstance(host, str) else None))
+        elif update:
+            was, now = alarma_of(row["before_values"]), alarma_of(image)
+            if was != now:
+                into.append(AlarmaChange(pid, was, now))
+        elif delete:
+            into.append(AlarmaChange(pid, alarma_of(image), None))
+        else:
+            into.append(AlarmaChange(pid, None, alarma_of(image)))
 
 
 class Session:
@@ -285,16 +318,7 @@ class Session:
             elif isinstance(event, HeartbeatLogEvent):
                 src.seconds_behind = 0.0
             if isinstance(event, ROW_EVENTS):
-                table = event.table.upper() if src.folds_case else event.table
-                if isinstance(event, UpdateRowsEvent):
-                    for row in event.rows:
-                        pending.append(RowChange(table, row["before_values"], row["after_values"]))
-                elif isinstance(event, WriteRowsEvent):
-                    for row in event.rows:
-                        pending.append(RowChange(table, None, row["values"]))
-                else:
-                    for row in event.rows:
-                        pending.append(RowChange(table, row["values"], None))
+                reduce(event, src.folds_case, pending)
                 urgent = True
             elif isinstance(event, XidEvent) or (
                 isinstance(event, QueryEvent) and event.query == "COMMIT"

@@ -14,21 +14,23 @@ from collections.abc import Callable, Iterable
 Position = tuple[str, int]  # a binlog position, as Checkpoint.key() orders it
 
 
-def _alarma(image: dict[str, object] | None) -> int | None:
+def alarma_of(image: dict[str, object] | None) -> int | None:
+    """alarma in a row image; None when there is no image (or no such column)."""
     if image is None:
         return None
     value = image.get("alarma")
     return int(value) if isinstance(value, int) else None
 
 
-def is_alarm(before: dict[str, object] | None, after: dict[str, object] | None) -> bool:
-    """A 0->1 transition of alarma, or a new row with alarma=1."""
-    return _alarma(after) == 1 and _alarma(before) != 1
+def is_alarm(before: int | None, after: int | None) -> bool:
+    """A 0->1 transition of alarma, or a new row with alarma=1 (alarma before and after;
+    None: no row)."""
+    return after == 1 and before != 1
 
 
-def is_clear(before: dict[str, object] | None, after: dict[str, object] | None) -> bool:
+def is_clear(before: int | None, after: int | None) -> bool:
     """alarma left 1 (cleared, or the row was deleted)."""
-    return _alarma(before) == 1 and _alarma(after) != 1
+    return before == 1 and after != 1
 
 
 class AlarmTracker:
@@ -69,10 +71,10 @@ class AlarmTracker:
     def is_active(self, pid: int) -> bool:
         return pid in self._delivered
 
-    def stream_change(self, pid: int, before: dict[str, object] | None,
-                      after: dict[str, object] | None, at: Position | None = None) -> bool:
-        """Feed one STATUS_PROCESS row change (of the transaction ending at `at`); True when
-        it is an alarm to deliver."""
+    def stream_change(self, pid: int, before: int | None, after: int | None,
+                      at: Position | None = None) -> bool:
+        """Feed one STATUS_PROCESS row change, alarma before and after (of the transaction
+        ending at `at`); True when it is an alarm to deliver."""
         if is_alarm(before, after):
             swept_at = self._swept_at.get(pid)
             if swept_at is not None and at is not None:

@@ -48,7 +48,7 @@ from typing import Any
 from loguru import logger
 
 from reactor.errors import ReactorError
-from reactor.events import Alarm, RowChange, Source
+from reactor.events import Alarm, NameChange, RowChange, Source
 from reactor.ownership import Ownership
 from reactor.sources.detect import AlarmTracker, is_alarm, is_clear
 from reactor.storage import queries
@@ -58,19 +58,11 @@ from reactor.storage.statefile import Checkpoint
 Emit = Callable[[Alarm], None]
 
 
-def _pid(change: RowChange) -> int | None:
-    image = change.after if change.after is not None else change.before
-    value = image.get("process_id") if image else None
-    return value if isinstance(value, int) else None
-
-
-def _procese_row(change: RowChange) -> tuple[str | None, str | None] | None:
-    """A PROCESE change: (process_name, host) after it, or None when the row was deleted
-    (host None: NULL, or no such column)."""
-    if change.after is None:
-        return None
-    name, host = change.after.get("process_name"), change.after.get("host")
-    return (name if isinstance(name, str) else None, host if isinstance(host, str) else None)
+def _processes(pids: list[int]) -> str:
+    """`process 7`, or `processes 7, 9, ...` (20 ids at most)."""
+    if len(pids) == 1:
+        return f"process {pids[0]}"
+    return "processes " + ", ".join(map(str, pids[:20])) + (" ..." if len(pids) > 20 else "")
 
 
 class Intake:
@@ -91,6 +83,9 @@ class Intake:
         # hooks the owner sets: a position is safe to checkpoint; a lookup failed (sweep
         # soon); the stream showed a 0 -> 1 (delivered or not)
         self.on_safe: Callable[[Checkpoint], None] = lambda cp: None
+        # the emitted alarms are out of the consumer's buffers (`reactor watch` flushes its
+        # output once per transaction, before that transaction's position is safe)
+        self.on_emitted: Callable[[], None] = lambda: None
         self.on_trouble: Callable[[], None] = lambda: None
         self.on_stream_alarm: Callable[[int], None] = lambda pid: None
         self.generation = 0  # of the config the consumer judges with
@@ -118,27 +113,31 @@ class Intake:
     def close(self) -> None:
         self._closed.set()
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], pid: int) -> None:
-        if self._tg is None:  # not running (stopping): a sweep finds it while it is set
+    def _spawn(self, coro: Coroutine[Any, Any, None], pids: list[int]) -> None:
+        """Run a lookup of these alarms (one task for a whole transaction's)."""
+        if self._tg is None:  # not running (stopping): a sweep finds them while they are set
             coro.close()
-            self.tracker.settle(pid)
+            for pid in pids:
+                self.tracker.settle(pid)
             return
-        task = self._tg.create_task(self._held(coro, pid), name=f"lookup-{pid}")
+        task = self._tg.create_task(self._held(coro, pids), name=f"lookup-{pids[0]}")
         self._lookups.add(task)
         task.add_done_callback(self._lookups.discard)
 
-    async def _held(self, coro: Coroutine[Any, Any, None], pid: int) -> None:
+    async def _held(self, coro: Coroutine[Any, Any, None], pids: list[int]) -> None:
         """One lookup; positions are safe again once none is in flight. A cancelled one
-        (stopping) declares nothing: its alarm was not handed on."""
+        (stopping) declares nothing: its alarms were not handed on."""
         try:
             await coro
-        except Exception:  # a bug: the alarm stays set for a sweep, the intake goes on
-            logger.exception("handing on the alarm of process {} failed", pid)
-            self.tracker.settle(pid)
+        except Exception:  # a bug: the alarms stay set for a sweep, the intake goes on
+            logger.exception("handing on the alarm of {} failed", _processes(pids))
+            for pid in pids:
+                self.tracker.settle(pid)
         task = asyncio.current_task()
         if task is not None:
             self._lookups.discard(task)
         if not self._lookups and self._latest is not None:
+            self.on_emitted()
             self.on_safe(self._latest)
 
     @property
@@ -147,18 +146,6 @@ class Intake:
         return len(self._lookups)
 
     # ------------------------------------------------------------------ delivery
-
-    def _deliver(self, alarm: Alarm) -> None:
-        """Emit, after looking the name (and host) up when the stream's cache lacks it."""
-        pid = alarm.process_id
-        unknown = alarm.process_name is None or (self.owned.column and pid not in self.hosts)
-        if unknown and self.database is not None:
-            self._spawn(self._resolve_then_emit(alarm), pid)
-            return
-        if not self._mine(pid, self.hosts.get(pid)):
-            return
-        self.delivered += 1
-        self.emit(alarm)
 
     def _mine(self, pid: int, host: str | None) -> bool:
         """Whether this reactor owns the row; an alarm it does not own is let go here (a
@@ -170,63 +157,75 @@ class Intake:
         logger.debug("alarm of process {} is for host {}: not ours", pid, host)
         return False
 
-    def _failed(self, pid: int, doing: str, exc: ReactorError) -> None:
+    def _failed(self, pids: list[int], doing: str, exc: ReactorError) -> None:
         logger.warning("cannot {} ({}); sweeping again shortly", doing, exc)
-        self.tracker.settle(pid)  # a sweep delivers it again while it is set
+        for pid in pids:
+            self.tracker.settle(pid)  # a sweep delivers it again while it is set
         self.on_trouble()
 
-    async def _verify_then_emit(self, alarm: Alarm, *, replayed: bool = True) -> None:
-        """A replayed or re-examined alarm: emitted only while its row is still in alarm,
-        with the name PROCESE has now."""
+    async def _verify_then_emit(self, alarms: list[Alarm], *, replayed: bool = True) -> None:
+        """Replayed or re-examined alarms (one query for them all): each emitted only while
+        its row is still in alarm and this reactor's, with the name PROCESE has now."""
         assert self.database is not None
-        pid = alarm.process_id
+        pids = [a.process_id for a in alarms]
         try:
-            status = await self.database.call(queries.fetch_status, pid, self.owned.column)
+            statuses = await self.database.call(queries.fetch_statuses, pids,
+                                                self.owned.column)
         except ReactorError as exc:
-            self._failed(pid, f"check the alarm of process {pid}", exc)
+            self._failed(pids, f"check the alarm of {_processes(pids)}", exc)
             return
-        if status is not None and self.owned.column:
-            self.hosts[pid] = status[2]
-        if status is not None and status[0] == 1 and not self._mine(pid, status[2]):
-            return
-        if status is None or status[0] != 1:
-            if replayed:
-                logger.info("alarm of process {} at {} was set while reactor was not reading "
-                            "and is no longer set: not acted on", pid, alarm.position)
-            else:
-                logger.info("alarm of process {} looked at again is no longer set", pid)
-            self.tracker.forget(pid)
-            return
-        if status[1] is not None:
-            self.names[pid] = status[1]
-        self.delivered += 1
-        self.emit(Alarm(pid, status[1], alarm.source, alarm.detected_at, alarm.detected_mono,
-                        alarm.position))
+        for alarm in alarms:
+            pid = alarm.process_id
+            status = statuses.get(pid)
+            if status is not None and self.owned.column:
+                self.hosts[pid] = status[2]
+            if status is not None and status[0] == 1 and not self._mine(pid, status[2]):
+                continue
+            if status is None or status[0] != 1:
+                if replayed:
+                    logger.info("alarm of process {} at {} was set while reactor was not "
+                                "reading and is no longer set: not acted on", pid,
+                                alarm.position)
+                else:
+                    logger.info("alarm of process {} looked at again is no longer set", pid)
+                self.tracker.forget(pid)
+                continue
+            if status[1] is not None:
+                self.names[pid] = status[1]
+            self.delivered += 1
+            self.emit(Alarm(pid, status[1], alarm.source, alarm.detected_at,
+                            alarm.detected_mono, alarm.position))
 
-    async def _resolve_then_emit(self, alarm: Alarm) -> None:
+    async def _resolve_then_emit(self, alarms: list[Alarm]) -> None:
+        """Alarms whose name (or host) the cache lacks: looked up in PROCESE (one query),
+        then emitted if this reactor's."""
         assert self.database is not None
+        pids = [a.process_id for a in alarms]
         try:
-            row = await self.database.call(queries.fetch_process, alarm.process_id,
-                                           self.owned.column)
+            rows = await self.database.call(queries.fetch_processes_of, pids,
+                                            self.owned.column)
         except ReactorError as exc:
-            self._failed(alarm.process_id, f"look up process {alarm.process_id}", exc)
+            self._failed(pids, f"look up {_processes(pids)}", exc)
             return
-        name, host = row if row is not None else (None, None)
-        if self.owned.column:
-            self.hosts[alarm.process_id] = host
-        if not self._mine(alarm.process_id, host):
-            return
-        if name is not None:
-            self.names[alarm.process_id] = name
-            alarm = Alarm(alarm.process_id, name, alarm.source, alarm.detected_at,
-                          alarm.detected_mono, alarm.position)
-        self.delivered += 1
-        self.emit(alarm)
+        for alarm in alarms:
+            pid = alarm.process_id
+            name, host = rows.get(pid, (None, None))
+            if self.owned.column:
+                self.hosts[pid] = host
+            if not self._mine(pid, host):
+                continue
+            if name is not None:
+                self.names[pid] = name
+                alarm = Alarm(pid, name, alarm.source, alarm.detected_at, alarm.detected_mono,
+                              alarm.position)
+            self.delivered += 1
+            self.emit(alarm)
 
     # ------------------------------------------------------------------ stream
 
     def on_batch(self, changes: list[RowChange], checkpoint: Checkpoint) -> None:
-        """One committed transaction's rows, in commit order (or only its boundary)."""
+        """One committed transaction's rows, in commit order (or only its boundary). Its
+        alarms are detected together, at its commit's arrival: they share one timestamp."""
         position = str(checkpoint)
         replayed = False
         if self.replay_until is not None:
@@ -234,39 +233,48 @@ class Intake:
             if not replayed:
                 self.replay_until = None
         verify = replayed and self.verify_replay and self.database is not None
+        at, mono, at_key = time.time(), time.monotonic(), checkpoint.key()
+        stream_change = self.tracker.stream_change
+        names, hosts, column = self.names, self.hosts, self.owned.column
+        check: list[Alarm] = []  # replayed: handed on if still in alarm (one query for all)
+        unnamed: list[Alarm] = []  # name or host not cached: looked up (one query for all)
         for change in changes:
-            pid = _pid(change)
-            if pid is None:
+            if isinstance(change, NameChange):
+                self._name_changed(change, position)
                 continue
-            if change.table == "PROCESE":
-                self._name_changed(pid, change, position)
-                continue
+            pid = change.pid
             if is_alarm(change.before, change.after):
                 self.on_stream_alarm(pid)
             elif is_clear(change.before, change.after):
                 self._refused.pop(pid, None)
-            if self.tracker.stream_change(pid, change.before, change.after, checkpoint.key()):
+            if stream_change(pid, change.before, change.after, at_key):
                 self._refused.pop(pid, None)
-                alarm = Alarm(pid, self.names.get(pid), Source.BINLOG, position=position)
+                alarm = Alarm(pid, names.get(pid), Source.BINLOG, at, mono, position)
                 if verify:
-                    self._spawn(self._verify_then_emit(alarm), pid)
-                else:
-                    self._deliver(alarm)
+                    check.append(alarm)
+                elif self.database is not None and (
+                        alarm.process_name is None or (column and pid not in hosts)):
+                    unnamed.append(alarm)
+                elif self._mine(pid, hosts.get(pid)):
+                    self.delivered += 1
+                    self.emit(alarm)
+        if check:
+            self._spawn(self._verify_then_emit(check), [a.process_id for a in check])
+        if unnamed:
+            self._spawn(self._resolve_then_emit(unnamed), [a.process_id for a in unnamed])
         self._latest = checkpoint
+        self.on_emitted()
         if not self._lookups:
             self.on_safe(checkpoint)
 
-    def _name_changed(self, pid: int, change: RowChange, position: str) -> None:
-        name: str | None = None
-        row = _procese_row(change)
+    def _name_changed(self, change: NameChange, position: str) -> None:
+        pid, name, host = change.pid, change.name, change.host
         was_mine = self.owned.owns(self.hosts.get(pid))
-        if row is None:
+        if name is None:  # the row was deleted
             self.names.pop(pid, None)
             self.hosts.pop(pid, None)
         else:
-            name, host = row
-            if name is not None:
-                self.names[pid] = name
+            self.names[pid] = name
             self.hosts[pid] = host
             if self.owned.column and not was_mine and self.owned.owns(host) \
                     and self.tracker.take(pid):
@@ -274,7 +282,8 @@ class Intake:
                 logger.info("process {} moved to this host ({}): its alarm, if set, is taken",
                             pid, host)
                 self._spawn(self._verify_then_emit(
-                    Alarm(pid, name, Source.BINLOG, position=position), replayed=False), pid)
+                    [Alarm(pid, name, Source.BINLOG, position=position)], replayed=False),
+                    [pid])
                 return
         refusal = self._refused.get(pid)
         if refusal is not None and refusal[0] != name and self.tracker.redeliver(pid):
@@ -283,7 +292,7 @@ class Intake:
             logger.info("PROCESE row of process {} changed: its refused alarm is looked at "
                         "again", pid)
             self._spawn(self._verify_then_emit(
-                Alarm(pid, name, Source.BINLOG, position=position), replayed=False), pid)
+                [Alarm(pid, name, Source.BINLOG, position=position)], replayed=False), [pid])
 
     # ------------------------------------------------------------------ poll / sweep
 

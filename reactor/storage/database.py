@@ -18,6 +18,7 @@ RowLocked: the caller retries the statement, and every connection of the pool is
 from __future__ import annotations
 
 import asyncio
+import collections
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -83,6 +84,9 @@ def mapped(what: str) -> Iterator[None]:
         raise map_error(exc, what) from exc
 
 
+QUEUE_PER_WORKER = 4  # calls handed to the thread pool at once, per thread
+
+
 class Database:
     """A pool of blocking connections used from asyncio through worker threads.
 
@@ -95,6 +99,10 @@ class Database:
         self.cfg = cfg
         self.observers = observers if observers is not None else Observers()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="db")
+        # the executor's own queue has no bound: calls wait here instead, as coroutines, so
+        # that a storm of lookups cannot queue work (and memory) without limit
+        self._queued = asyncio.Semaphore(workers * QUEUE_PER_WORKER)
+        self.calls: collections.Counter[str] = collections.Counter()  # per query function
         self._local = threading.local()
         self._lock = threading.Lock()
         self._conns: list[pymysql.Connection] = []
@@ -151,8 +159,10 @@ class Database:
         condition reported to the observers when a call first fails that way, and over when
         one succeeds again."""
         loop = asyncio.get_running_loop()
+        self.calls[getattr(fn, "__name__", "query")] += 1
         try:
-            answer = await loop.run_in_executor(self._pool, self.run_sync, fn, *args)
+            async with self._queued:
+                answer = await loop.run_in_executor(self._pool, self.run_sync, fn, *args)
         except DatabaseUnavailable as exc:
             self.observers.begin(Condition.DATABASE_DOWN, str(exc))
             raise

@@ -63,31 +63,40 @@ def fetch_processes(cur: pymysql.cursors.Cursor, host_column: bool
             for row in cur.fetchall()}
 
 
-def fetch_status(cur: pymysql.cursors.Cursor, pid: int, host_column: bool = False
-                 ) -> tuple[int, str | None, str | None] | None:
-    """(alarma, process_name, host) of one process now; None when STATUS_PROCESS lacks
-    it (name and host None when PROCESE does, host None too without the column)."""
+CHUNK = 1000  # ids per IN list
+
+
+def fetch_statuses(cur: pymysql.cursors.Cursor, pids: list[int], host_column: bool = False
+                   ) -> dict[int, tuple[int, str | None, str | None]]:
+    """(alarma, process_name, host) of these processes now, in IN lists of CHUNK; those
+    STATUS_PROCESS lacks are not in the answer (name and host None when PROCESE lacks the
+    row; host None too without the column)."""
     host = ", p.host" if host_column else ", NULL"
-    cur.execute(f"SELECT s.alarma, p.process_name{host} FROM STATUS_PROCESS s LEFT JOIN "
-                "PROCESE p ON p.process_id = s.process_id WHERE s.process_id = %s", (pid,))
-    row = cur.fetchone()
-    return None if row is None else (int(row[0]), None if row[1] is None else str(row[1]),
-                                     None if row[2] is None else str(row[2]))
+    out: dict[int, tuple[int, str | None, str | None]] = {}
+    for i in range(0, len(pids), CHUNK):
+        part = pids[i:i + CHUNK]
+        cur.execute(f"SELECT s.process_id, s.alarma, p.process_name{host} FROM STATUS_PROCESS s "
+                    "LEFT JOIN PROCESE p ON p.process_id = s.process_id WHERE s.process_id "
+                    f"IN ({', '.join(['%s'] * len(part))})", part)
+        out.update({int(pid): (int(alarma), None if name is None else str(name),
+                               None if where is None else str(where))
+                    for pid, alarma, name, where in cur.fetchall()})
+    return out
 
 
-def fetch_name(cur: pymysql.cursors.Cursor, pid: int) -> str | None:
-    cur.execute("SELECT process_name FROM PROCESE WHERE process_id = %s", (pid,))
-    row = cur.fetchone()
-    return None if row is None else str(row[0])
-
-
-def fetch_process(cur: pymysql.cursors.Cursor, pid: int, host_column: bool
-                  ) -> tuple[str, str | None] | None:
-    """(process_name, host) of one PROCESE row; None when PROCESE lacks the id."""
-    cur.execute("SELECT process_name" + (", host" if host_column else ", NULL")
-                + " FROM PROCESE WHERE process_id = %s", (pid,))
-    row = cur.fetchone()
-    return None if row is None else (str(row[0]), None if row[1] is None else str(row[1]))
+def fetch_processes_of(cur: pymysql.cursors.Cursor, pids: list[int], host_column: bool = False
+                       ) -> dict[int, tuple[str, str | None]]:
+    """(process_name, host) of these processes' PROCESE rows; those it lacks are not in the
+    answer (host None without the column, or when NULL)."""
+    host = ", host" if host_column else ", NULL"
+    out: dict[int, tuple[str, str | None]] = {}
+    for i in range(0, len(pids), CHUNK):
+        part = pids[i:i + CHUNK]
+        cur.execute(f"SELECT process_id, process_name{host} FROM PROCESE WHERE process_id "
+                    f"IN ({', '.join(['%s'] * len(part))})", part)
+        out.update({int(pid): (str(name), None if where is None else str(where))
+                    for pid, name, where in cur.fetchall()})
+    return out
 
 
 def has_host_column(cur: pymysql.cursors.Cursor) -> bool:

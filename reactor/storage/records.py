@@ -2,14 +2,15 @@
 
 - clear(pid, note): alarma=0 and a note, only if the row is still in alarm;
 - note(pid, note): a note, alarma untouched (failure, refusal, open breaker);
+  both go through Outcomes (outcomes.py), which writes those of many cycles at once;
 - audit(step): one REACTOR_AUDIT row per step of a cycle (the Store listens to the
   Observers fan-out), buffered and written in batches by `run()` (its `at` is the time of
   the step, not of the write).
 
 Ownership: with a `host` column in PROCESE, the clear and the note of a row whose host is
 no longer this reactor's (moved while its cycle ran) change nothing: both statements carry
-the condition of reactor/ownership.py (`owned_sql`, one fragment for every write of
-STATUS_PROCESS).
+the condition of reactor/ownership.py (outcomes.owned_sql, one fragment for every write
+of STATUS_PROCESS).
 
 Error handling: clear/note retry transient errors (database down, a row lock held past
 the lock wait timeout) with a capped backoff for up to RECORD_RETRY_FOR seconds, then give
@@ -29,22 +30,22 @@ import pymysql.cursors
 from loguru import logger
 
 from reactor.errors import ReactorError, TransientError
-from reactor.events import Notice, Step
+from reactor.events import Condition, Notice, Step
 from reactor.ownership import Ownership
 from reactor.retry import Backoff
 from reactor.storage.database import Database
+from reactor.storage.outcomes import Outcomes
 from reactor.text import one_line
 
-NOTE_MAX = 100  # STATUS_PROCESS.notes is VARCHAR(100)
 DETAIL_MAX = 255
 RECORD_RETRY_FOR = 30.0
 AUDIT_BUFFER_MAX = 100_000
+# audit rows waiting above which new cycles wait (Store.room) while the database is up: a
+# storm must not run ahead of its own audit trail, nor fill memory with it
+AUDIT_HIGH_WATER = 5_000
 AUDIT_FLUSH_INTERVAL = 0.05
 HOST = socket.gethostname()[:64]
 
-CLEAR_SQL = ("UPDATE STATUS_PROCESS SET alarma = 0, notes = %s "
-             "WHERE process_id = %s AND alarma = 1")
-NOTE_SQL = "UPDATE STATUS_PROCESS SET notes = %s WHERE process_id = %s"
 AUDIT_SQL = ("INSERT INTO REACTOR_AUDIT (at, host, cycle, process_id, process_name, unit, step, "
              "source, latency_ms, detail) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)")
 
@@ -57,30 +58,6 @@ def audit_params(row: Step, host: str = HOST) -> tuple[object, ...]:
             one_line(row.detail, DETAIL_MAX))
 
 
-# PROCESE.host of the STATUS_PROCESS row being written (NULL when PROCESE lacks the id)
-ROW_HOST_SQL = ("(SELECT p.host FROM PROCESE p "
-                "WHERE p.process_id = STATUS_PROCESS.process_id)")
-
-
-def owned_sql(owned: Ownership | None) -> tuple[str, tuple[object, ...]]:
-    """The condition every write of STATUS_PROCESS adds: the row is this reactor's
-    ("" without a host column: the seed schema's statements, unchanged)."""
-    return owned.where(ROW_HOST_SQL) if owned is not None else ("", ())
-
-
-def _clear(cur: pymysql.cursors.Cursor, pid: int, note: str,
-           owned: Ownership | None = None) -> bool:
-    cond, params = owned_sql(owned)
-    return bool(cur.execute(CLEAR_SQL + cond, (one_line(note, NOTE_MAX), pid, *params)))
-
-
-def _note(cur: pymysql.cursors.Cursor, pid: int, note: str,
-          owned: Ownership | None = None) -> bool:
-    cond, params = owned_sql(owned)
-    cur.execute(NOTE_SQL + cond, (one_line(note, NOTE_MAX), pid, *params))
-    return True
-
-
 def _insert_audit(cur: pymysql.cursors.Cursor, rows: list[tuple[object, ...]]) -> None:
     cur.executemany(AUDIT_SQL, rows)
 
@@ -89,18 +66,19 @@ class Store:
     def __init__(self, database: Database, owned: Ownership | None = None) -> None:
         self.database = database
         self.owned = owned  # the rows this reactor may write (None: all)
+        self.outcomes = Outcomes(database, owned)  # clears and notes, many cycles at once
         self._rows: list[Step] = []
         self._pending = asyncio.Event()
+        self._written = asyncio.Event()  # set after each flush (rows written or not)
         self._stopping = False
 
-    async def _record(self, fn: object, pid: int, note: str, what: str) -> bool | None:
-        """fn's answer, or None when the database stayed unavailable (given up)."""
+    async def _record(self, pid: int, note: str, clear: bool, what: str) -> bool | None:
+        """The write's answer, or None when the database stayed unavailable (given up)."""
         backoff = Backoff(0.1, 2.0)
         deadline = time.monotonic() + RECORD_RETRY_FOR
         while True:
             try:
-                return bool(await self.database.call(fn, pid, note,  # type: ignore[arg-type]
-                                                     self.owned))
+                return await self.outcomes.write(pid, note, clear=clear)
             except TransientError as exc:
                 if time.monotonic() >= deadline or self._stopping:
                     logger.error("could not {} for process {} ({}); the alarm stays set",
@@ -114,18 +92,25 @@ class Store:
     async def clear(self, pid: int, note: str) -> bool | None:
         """alarma=0 + note when still in alarm: True; False when it was not in alarm;
         None when the database stayed unavailable."""
-        return await self._record(_clear, pid, note, "clear the alarm")
+        return await self._record(pid, note, True, "clear the alarm")
 
     async def note(self, pid: int, note: str) -> bool | None:
-        return await self._record(_note, pid, note, "write the note")
+        return await self._record(pid, note, False, "write the note")
 
-    async def clear_once(self, pid: int, note: str) -> bool | None:
-        """One try of clear(), for a caller that retries on its own and says so: None when
-        the database is unavailable (or the row locked), not logged here."""
-        try:
-            return bool(await self.database.call(_clear, pid, note, self.owned))
-        except TransientError:
-            return None
+    async def clear_many(self, items: list[tuple[int, str]]) -> dict[int, bool | None]:
+        """One try of clear() for each (pid, note), batched: True cleared, False not in
+        alarm, None not written (database unavailable, row locked). Raises a permanent
+        ReactorError (grant or table missing)."""
+        return await self.outcomes.write_many(items, clear=True)
+
+    async def room(self) -> None:
+        """Until the audit rows waiting are under AUDIT_HIGH_WATER, or the database is
+        down (then they wait in memory, up to AUDIT_BUFFER_MAX, and cycles go on: restarts
+        must not stop because the audit trail cannot be written)."""
+        while len(self._rows) > AUDIT_HIGH_WATER and not self._stopping and \
+                Condition.DATABASE_DOWN not in self.database.observers.active:
+            self._written.clear()
+            await self._written.wait()
 
     # an Observer of the fan-out: every step becomes an audit row
     def on_step(self, step: Step) -> None:
@@ -145,6 +130,12 @@ class Store:
 
     async def flush(self) -> bool:
         """Write every buffered audit row; False (rows kept) when the database is down."""
+        try:
+            return await self._flush()
+        finally:
+            self._written.set()
+
+    async def _flush(self) -> bool:
         if not self._rows:
             return True
         rows, self._rows = self._rows, []
@@ -162,7 +153,16 @@ class Store:
         return True
 
     async def run(self) -> None:
-        """Write audit rows in batches until stop(); a final flush is the caller's."""
+        """Write outcomes and audit rows, in batches, until stop(); a final flush of the
+        audit rows is the caller's."""
+        async with asyncio.TaskGroup() as tg:
+            writer = tg.create_task(self.outcomes.run(), name="outcomes")
+            try:
+                await self._audit_loop()
+            finally:
+                writer.cancel()
+
+    async def _audit_loop(self) -> None:
         backoff = Backoff(0.2, 5.0)
         while not self._stopping:
             await self._pending.wait()
@@ -177,3 +177,4 @@ class Store:
     def stop(self) -> None:
         self._stopping = True
         self._pending.set()
+        self._written.set()

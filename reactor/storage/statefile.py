@@ -5,7 +5,8 @@
                 "origin": {"server_id": 1, "file_created": 1795597704,
                            "server_version": "10.11.19-MariaDB"},
                 "gtid": "0-1-57", "server": "10.0.0.7:3306"},
-     "breakers": {"nginx": {...}},
+     "breakers": {"nginx": ["open", 3, 1795599000.5],   # state, failures, until
+                  "cron": 1},                            # closed, 1 failure in a row
      "alerts": {"cooldown": {"cycle_failed:7": 1764474174.2},
                 "firing": {"breaker_open:7": {"alert": {...}, "sinks": ["am"]}}}}
 
@@ -44,6 +45,7 @@ import fcntl
 import json
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +69,9 @@ def give_to_directory_owner(fd: int, directory: str | os.PathLike[str]) -> None:
 
 
 SAVE_RETRY = 5.0  # seconds between attempts while saves fail, even without a change
+SAVE_DUTY = 20.0  # a save that took t seconds is followed by at least SAVE_DUTY * t of rest
+SAVE_PAUSE_MIN = 0.005  # seconds: below this a save goes out at once (small states)
+SAVE_PAUSE_MAX = 5.0
 
 
 class StateFile:
@@ -156,12 +161,13 @@ class StateFile:
             self._changed()
 
     # -- breakers
-    def breakers(self) -> dict[str, dict[str, Any]]:
+    def breakers(self) -> dict[str, Any]:
+        """Per process name, its breaker's record (Breaker.to_json)."""
         with self._lock:
             raw = self._data.get("breakers")
-            return {k: dict(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
+            return dict(raw) if isinstance(raw, dict) else {}
 
-    def set_breaker(self, name: str, record: dict[str, Any] | None) -> None:
+    def set_breaker(self, name: str, record: Any) -> None:
         with self._lock:
             table = self._data.setdefault("breakers", {})
             if record is None:
@@ -237,6 +243,7 @@ class StateFile:
                     return
                 last = self._closing  # closing: one last attempt, whatever it gives
                 target = self._changes
+                began = time.monotonic()
                 # compact: the C encoder (indent= takes the pure-Python one, several times
                 # slower while holding the GIL, with a storm's alerts in the file)
                 payload = json.dumps(self._data, sort_keys=True,
@@ -258,8 +265,16 @@ class StateFile:
             with self._cond:
                 self._saved = target
                 self._cond.notify_all()
-            if last:
-                return
+                if last:
+                    return
+                # a large state (a storm's breakers) costs its encoding and writing: the
+                # next save waits SAVE_DUTY times as long, so that saving takes at most a
+                # twentieth of the time (and of the GIL); closing cuts the wait short. A
+                # crash meanwhile loses at most that much: a checkpoint a little older
+                # (what follows it is replayed, and checked), a few breaker counts
+                pause = min(SAVE_PAUSE_MAX, SAVE_DUTY * (time.monotonic() - began))
+                if pause > SAVE_PAUSE_MIN:
+                    self._cond.wait_for(lambda: self._closing, pause)
 
     def _write(self, payload: bytes) -> None:
         """tmp file -> every byte written -> fsync -> rename -> fsync(dir): the old file
@@ -310,7 +325,7 @@ class StateFile:
             self._lock_fd = None
 
 
-def read_breakers(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+def read_breakers(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The breakers saved in a state file, for `reactor status`. Raises OSError when the
     file cannot be read (a missing file has no breakers)."""
     try:
@@ -320,4 +335,4 @@ def read_breakers(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
     except ValueError:
         return {}
     raw = data.get("breakers") if isinstance(data, dict) else None
-    return {k: dict(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
+    return dict(raw) if isinstance(raw, dict) else {}
