@@ -111,6 +111,23 @@ def test_a_stream_behind_a_sweep_does_not_deliver_its_alarms_again() -> None:
     assert t.stream_change(1, row(0), row(1), at=("binlog.000001", 350))
 
 
+def test_a_stale_reset_behind_a_sweep_does_not_free_its_alarm_again() -> None:
+    """The stream is behind: it has not read the reset (100) of the last round when a sweep
+    that read the server at 200 delivers the new round's alarm (150). That reset and that
+    0->1 are older than what the sweep read: neither frees the alarm for the next sweep,
+    which still finds the row set (this caught a duplicate delivery). A reset after the
+    sweep's position (250) does free it."""
+    t = tracker()
+    assert t.sweep([1], t.now(), seen_at=("binlog.000001", 200)) == [1]
+    assert not t.stream_change(1, row(1), row(0), at=("binlog.000001", 100))
+    assert not t.stream_change(1, row(0), row(1), at=("binlog.000001", 150))
+    assert t.is_active(1)
+    assert t.sweep([1], t.now(), seen_at=("binlog.000001", 220)) == []
+    assert not t.stream_change(1, row(1), row(0), at=("binlog.000001", 250))
+    assert not t.is_active(1)
+    assert t.stream_change(1, row(0), row(1), at=("binlog.000001", 300))
+
+
 def test_a_stream_behind_a_handled_alarm_does_not_hand_it_over_again() -> None:
     """The daemon: a sweep delivers the alarm before the stream reads it, the cycle
     restarts the unit and is done (settled). The stream's late 0->1 of that same UPDATE

@@ -136,20 +136,25 @@ def test_ddl_on_status_process_is_not_a_warning(db: MariaDB, tmp_path: Path,
 
 def test_a_sweep_racing_a_stream_that_is_behind_is_not_a_gap(db: MariaDB, tmp_path: Path,
                                                              procs: list[Proc]) -> None:
-    """One UPDATE raises 5,000 alarms; the stream takes a while to decode them, and sweeps
-    every 20 ms read rows it has not reached yet. Those are not alarms the stream missed:
-    it shows them a moment later, so no gap is reported, and every alarm comes once, even
-    when the rows were reset before the stream got to them. (Whether a sweep wins the race
-    depends on timing: the scenario is repeated until one has, up to five times.)"""
+    """One UPDATE raises 5,000 alarms right after a bulk load of about 100 MB into another
+    table: the stream has that to read first, and sweeps every 20 ms read the alarmed rows
+    before it gets there. Those are not alarms the stream missed: it shows them a moment
+    later, so no gap is reported, and every alarm comes once, even when the rows were reset
+    before the stream got to them. (Whether a sweep wins the race still depends on timing:
+    the scenario is repeated until one has, up to five times.)"""
     ids = range(10000, 15000)
     with db.connect(DB) as conn, conn.cursor() as cur:
         cur.executemany("INSERT INTO PROCESE VALUES (%s, %s)", [(i, f"bulk-{i}") for i in ids])
         cur.executemany("INSERT INTO STATUS_PROCESS (process_id, alarma) VALUES (%s, 0)",
                         [(i,) for i in ids])
+        cur.execute("CREATE TABLE ballast (id INT PRIMARY KEY, pad VARCHAR(8000)) "
+                    "CHARSET latin1")
     p = watch(procs, write_config(tmp_path / "c.ini", db, {"monitor": {"check_interval":
                                                                           0.02}}))
     raced = Counter[str]()
-    for _ in range(5):
+    for n in range(5):
+        db.execute(f"INSERT INTO ballast SELECT seq + {n * 12000}, REPEAT('x', 8000) "
+                   "FROM seq_1_to_12000", database=DB)  # 12,000 row events to read first
         db.execute("UPDATE STATUS_PROCESS SET alarma = 1 WHERE process_id >= 10000",
                    database=DB)
         seen = [alarm_of(p.line()) for _ in ids]
@@ -168,3 +173,4 @@ def test_a_sweep_racing_a_stream_that_is_behind_is_not_a_gap(db: MariaDB, tmp_pa
     assert gap_warnings(p) == [], gap_warnings(p)[:2]
     db.execute("DELETE FROM STATUS_PROCESS WHERE process_id >= 10000", database=DB)
     db.execute("DELETE FROM PROCESE WHERE process_id >= 10000", database=DB)
+    db.execute("DROP TABLE ballast", database=DB)

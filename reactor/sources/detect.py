@@ -47,9 +47,11 @@ class AlarmTracker:
     - A sweep reads rows the stream may not have reached yet (`seen_at`: the server's
       binlog position read after the rows). A 0->1 the stream shows later at or before
       that position is one the sweep already delivered, not a new alarm, even once the
-      consumer settled it or a sweep forgot it (reset meanwhile); one after it is new. A
-      0->1 committed in the instant between the sweep's rows and its position read is
-      taken for the one it saw: it stays set, so the next sweep hands it over.
+      consumer settled it or a sweep forgot it (reset meanwhile); one after it is new.
+      A reset at or before that position is older than the row the sweep read: it does
+      not free the alarm (the next sweep would deliver it again). A 0->1 committed in
+      the instant between the sweep's rows and its position read is taken for the one it
+      saw: it stays set, so the next sweep hands it over.
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
@@ -75,12 +77,14 @@ class AlarmTracker:
                       at: Position | None = None) -> bool:
         """Feed one STATUS_PROCESS row change, alarma before and after (of the transaction
         ending at `at`); True when it is an alarm to deliver."""
+        if not is_alarm(before, after) and not is_clear(before, after):
+            return False
+        swept_at = self._swept_at.get(pid)
+        if swept_at is not None and at is not None:
+            if at <= swept_at:
+                return False  # a sweep read this row after this change: old news
+            del self._swept_at[pid]
         if is_alarm(before, after):
-            swept_at = self._swept_at.get(pid)
-            if swept_at is not None and at is not None:
-                if at <= swept_at:
-                    return False  # a sweep read this row after it and delivered it
-                del self._swept_at[pid]
             self._touch(pid)
             if pid in self._delivered and pid not in self._settled:
                 return False
