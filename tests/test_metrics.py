@@ -209,6 +209,27 @@ def test_alert_counters_are_read_from_any_object_with_sink_counters() -> None:
     assert got[("reactor_alerts_dropped_total", (("sink", "smtp"),))] == 1
 
 
+def test_every_metric_is_in_the_readme_table_and_the_table_names_no_other() -> None:
+    """The README's "The metrics" table is the operator's reference: a family the daemon
+    exposes (with every source of samples plugged in) must have its row, and a row must
+    not name a metric that no longer exists."""
+    m = Metrics()
+    m.watch(Fixed(snapshot(dbus_calls={"RestartUnit": 1}, database_calls={"clear": 1})))
+    m.watch_alerts(Alerts())
+    for s in (step("detected"), step("restart_issued"), step("cleared")):
+        m.on_step(s)
+    m.on_notice(Notice(Happening.SWEEP_CAUGHT, "1 alarm", process_ids=(4,)))
+    exposed = {f.name + ("_total" if f.type == "counter" else "")
+               for f in text_string_to_metric_families(generate_latest(m.registry).decode())
+               if f.name.startswith("reactor_")}
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    table = readme.split("### The metrics", 1)[1].split("\n#", 1)[0]
+    first_cells = re.findall(r"^\| (`reactor_[^|]+)\|", table, re.MULTILINE)
+    documented = {name for cell in first_cells for name in re.findall(r"`(reactor_[a-z_]+)`", cell)}
+    assert exposed - documented == set(), "metrics missing from the README's table"
+    assert documented - exposed == set(), "README rows for metrics the daemon does not expose"
+
+
 def test_problems_name_every_reason_to_be_unhealthy() -> None:
     assert snapshot().problems() == []
     assert snapshot(ready=False).problems() == [
