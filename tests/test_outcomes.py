@@ -76,6 +76,44 @@ def test_many_clears_and_notes_go_out_in_few_transactions_each_with_its_own_answ
     assert outcomes.batches <= 4, outcomes.batches  # 301 writes, not 301 statements
 
 
+def test_clears_ending_one_by_one_go_out_at_once_unless_they_are_a_burst(
+        mariadb: MariaDB, tmp_path: Path) -> None:
+    """Two clears, one after the other, are written at once. A storm's cycles ending one
+    every 2 ms (a burst: writes closer than SPACING) wait for each other: a batch every
+    SPACING, not a transaction each."""
+    pids = [p for p in rows(mariadb, 200) if p % 2]  # the 100 in alarm
+    db = database(mariadb, tmp_path)
+    outcomes = Outcomes(db)
+
+    async def scenario() -> tuple[int, int, list[bool]]:
+        writer = asyncio.create_task(outcomes.run())
+        try:
+            for p in pids[:2]:
+                assert await outcomes.write(p, "alone", clear=True)
+            alone = outcomes.spaced
+
+            async def later(p: int, n: int) -> bool:
+                await asyncio.sleep(0.002 * n)
+                return await outcomes.write(p, "in a storm", clear=True)
+
+            before = outcomes.batches
+            answers = await asyncio.gather(*(later(p, n) for n, p in enumerate(pids[2:])))
+            return alone, outcomes.batches - before, answers
+        finally:
+            writer.cancel()
+
+    try:
+        alone, batches, answers = asyncio.run(scenario())
+    finally:
+        db.close()
+    assert alone == 0  # neither of the first two waited
+    assert answers == [True] * 98 and outcomes.spaced > 0
+    # about 0.2 s of clears: a few batches (one per SPACING, and the two that begin a
+    # burst), where a transaction each would be 98
+    assert batches <= 12, batches
+    assert all(table(mariadb)[p] == (0, "in a storm") for p in pids[2:])
+
+
 def test_a_row_locked_by_an_operator_holds_back_no_other_outcome(mariadb: MariaDB,
                                                                  tmp_path: Path) -> None:
     """An open transaction holds one row: the batch skips it and writes the others at once;
