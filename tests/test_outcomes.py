@@ -16,7 +16,7 @@ from lab.mariadb import MariaDB
 from reactor.config import load_config
 from reactor.errors import DatabaseUnavailable
 from reactor.storage.database import Database
-from reactor.storage.outcomes import Outcomes
+from reactor.storage.outcomes import GATHER, Outcomes
 from tests.conftest import write_config
 
 pytestmark = pytest.mark.mariadb
@@ -112,6 +112,32 @@ def test_clears_ending_one_by_one_go_out_at_once_unless_they_are_a_burst(
     # burst), where a transaction each would be 98
     assert batches <= 12, batches
     assert all(table(mariadb)[p] == (0, "in a storm") for p in pids[2:])
+
+
+def test_a_burst_with_a_batch_already_queued_does_not_wait(mariadb: MariaDB,
+                                                           tmp_path: Path) -> None:
+    """Refusals are not paced by systemd: when GATHER requests are queued in a burst, they
+    go out at once, not SPACING after the last write (the 100,000-alarm storm)."""
+    pids = rows(mariadb, 200)
+    db = database(mariadb, tmp_path)
+    outcomes = Outcomes(db)
+
+    async def scenario() -> None:
+        writer = asyncio.create_task(outcomes.run())
+        try:
+            for p in pids[:2]:  # two writes back to back: a burst
+                await outcomes.write(p, "first", clear=False)
+            await asyncio.gather(*(outcomes.write(p, "refused", clear=False)
+                                   for p in pids[2:2 + GATHER]))
+        finally:
+            writer.cancel()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        db.close()
+    assert outcomes.spaced == 0 and outcomes.batches == 3, (outcomes.spaced, outcomes.batches)
+    assert all(table(mariadb)[p][1] == "refused" for p in pids[2:2 + GATHER])
 
 
 def test_a_row_locked_by_an_operator_holds_back_no_other_outcome(mariadb: MariaDB,

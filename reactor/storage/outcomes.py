@@ -14,15 +14,16 @@ BATCH_MAX, and writes them in one transaction:
     COMMIT
 
 Each alarm keeps its semantics: cleared only if still set, with its own note, and its
-cycle told whether it was. A request goes out at once, unless the writes are a burst
-(the last two began less than 1.5 x SPACING apart): then it waits until SPACING after the
-last one, and the batch is whatever queued meanwhile. So one alarm's clear, or two close
-together, are never delayed, and in a storm 200 cycles ending per second make batches of
-about 20, not 200 transactions (each one a commit, a binlog event the stream reads back,
-and a round trip through a pool thread; in the storm benchmark this halves the CPU the
-reactor and MariaDB spend beside systemd, which restarts faster for it). A batch of one
-is one statement that does not wait for a row lock (MariaDB's `SET STATEMENT
-innodb_lock_wait_timeout = 0 FOR ...`).
+cycle told whether it was. A request goes out at once, unless the writes are a burst (the
+last two began less than 1.5 x SPACING apart): then it waits until SPACING after the last
+one, or until GATHER requests are queued, and the batch is whatever queued meanwhile. So
+one alarm's clear, or two close together, are never delayed; a storm's 200 cycles ending
+per second make batches of about 20, not 200 transactions (each one a commit, a binlog
+event the stream reads back, and a round trip through a pool thread: in the storm
+benchmark, this halves the CPU the reactor and MariaDB spend beside systemd, which
+restarts faster for it); and a storm of refusals, which systemd does not pace, is written
+as fast as the database takes it. A batch of one is one statement that does not wait for
+a row lock (MariaDB's `SET STATEMENT innodb_lock_wait_timeout = 0 FOR ...`).
 
 A row another session holds locked (an operator's open transaction) is skipped by the
 batch, which never waits: that one request is written by its own cycle, alone, with the
@@ -48,6 +49,7 @@ from reactor.text import one_line
 NOTE_MAX = 100  # STATUS_PROCESS.notes is VARCHAR(100)
 BATCH_MAX = 500  # requests per transaction (an IN list and a CASE of that many)
 SPACING = 0.1  # s between the starts of writes in a burst (module docstring)
+GATHER = 100  # requests queued that make a batch worth writing without waiting more
 # by primary key only: a scan of the table (the optimizer's choice for a long IN list on a
 # small table) would wait for the lock of a row it does not even update
 BY_KEY = "FORCE INDEX (PRIMARY)"
@@ -222,10 +224,7 @@ class Outcomes:
                 self._wake.clear()
                 while self._queue:
                     if last - before < 1.5 * SPACING:  # a burst: let the batch gather
-                        wait = last + SPACING - loop.time()
-                        if wait > 0:
-                            self.spaced += 1
-                            await asyncio.sleep(wait)
+                        await self._gather(last + SPACING)
                     before, last = last, loop.time()
                     batch = self._take()
                     await self._write(batch)
@@ -236,6 +235,20 @@ class Outcomes:
                 if not request.done.done():
                     request.done.set_exception(stopped)
             self._queue = []
+
+    async def _gather(self, until: float) -> None:
+        """Wait until loop time `until`, or until GATHER requests are queued."""
+        loop = asyncio.get_running_loop()
+        if len(self._queue) >= GATHER or until <= loop.time():
+            return
+        self.spaced += 1
+        while len(self._queue) < GATHER and (wait := until - loop.time()) > 0:
+            self._wake.clear()
+            try:
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
+            except TimeoutError:
+                return
 
     def _take(self) -> list[_Request]:
         """The next batch: at most BATCH_MAX requests, one per process (a second one for
