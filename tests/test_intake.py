@@ -180,11 +180,11 @@ def test_a_refusal_is_looked_at_again_after_a_reload() -> None:
     assert intake.on_sweep([(5, "web")], intake.sweep_started(), Source.SWEEP) == [5]
 
 
-def test_a_refused_alarm_heals_when_its_procese_row_changes_in_the_stream() -> None:
-    """The rename is seen in the stream: the alarm is checked (still set?) and handed over
-    again with the new name, without anyone touching alarma."""
+def refused_then_renamed(alarma: int) -> list[Alarm]:
+    """Process 5 alarmed under a bad name and refused; then the stream shows its PROCESE row
+    renamed to "web", while STATUS_PROCESS.alarma is `alarma`. What the intake emitted."""
     emitted: list[Alarm] = []
-    db = FakeDatabase(names={5: "web"}, alarms={5: 1})
+    db = FakeDatabase(names={5: "web"}, alarms={5: alarma})
     intake = Intake(emitted.append, db)  # type: ignore[arg-type]
 
     async def scenario() -> None:
@@ -195,20 +195,15 @@ def test_a_refused_alarm_heals_when_its_procese_row_changes_in_the_stream() -> N
 
     intake.names[5] = "bad name"
     running(intake, scenario)
+    return emitted
+
+
+def test_a_refused_alarm_heals_when_its_procese_row_changes_in_the_stream() -> None:
+    """The rename is seen in the stream: the alarm is checked (still set?) and handed over
+    again with the new name, without anyone touching alarma."""
+    emitted = refused_then_renamed(alarma=1)
     assert [(a.process_id, a.process_name) for a in emitted] == [(5, "bad name"), (5, "web")]
 
 
 def test_a_rename_of_a_process_whose_alarm_was_reset_hands_nothing_over() -> None:
-    emitted: list[Alarm] = []
-    db = FakeDatabase(names={5: "web"}, alarms={5: 0})
-    intake = Intake(emitted.append, db)  # type: ignore[arg-type]
-
-    async def scenario() -> None:
-        intake.on_batch(raised(5), Checkpoint("b.1", 10))
-        intake.refused(5, "bad name")
-        intake.on_batch(renamed(5, "web"), Checkpoint("b.1", 20))
-        await settle_down()
-
-    intake.names[5] = "bad name"
-    running(intake, scenario)
-    assert [a.process_id for a in emitted] == [5]
+    assert [a.process_id for a in refused_then_renamed(alarma=0)] == [5]
