@@ -141,7 +141,7 @@ class Daemon:
         return FleetState(
             state=state, version=__version__, pid=os.getpid(), mode=self.monitor.mode,
             binlog_server=b.reading if b is not None else None,
-            position=f"{cp.file}:{cp.pos}" if cp is not None else None,
+            position=str(cp) if cp is not None else None,
             gtid=str(cp.gtid) if cp is not None and cp.gtid is not None else None,
             seconds_behind=b.seconds_behind if b is not None else None,
             in_flight=self.pipeline.in_flight)
@@ -208,7 +208,7 @@ class Daemon:
         self.systemd.cfg = live.systemd  # the same bus; its timeouts apply to the next calls
         self.pipeline.reconfigure(live)
         self.monitor.reconfigured(live)
-        self.fleet.recheck(live.monitor.fleet_interval)
+        self.fleet.recheck()
         logger.info("config reloaded: {} process section(s)", len(live.processes))
         return True
 

@@ -60,3 +60,8 @@ def one_line(value: object, limit: int | None = None) -> str:
 def has_control(text: str) -> re.Match[str] | None:
     """The first control character in text (see one_line), if any."""
     return _UNSAFE.search(text)
+
+
+def id_list(ids: list[int], most: int = 20) -> str:
+    """`7, 9, 12`: the first `most` ids, then ` ...` when there are more (for log lines)."""
+    return ", ".join(map(str, ids[:most])) + (" ..." if len(ids) > most else "")

@@ -46,6 +46,7 @@ from reactor.config import Config
 from reactor.events import Alarm, Observers, Source
 from reactor.storage.records import Store
 from reactor.storage.statefile import StateFile
+from reactor.text import id_list
 
 # cycles running at once, per restart slot: a cycle spends most of its time outside its
 # restart action (health checks, settle time, delays, the clear), and the restart slots
@@ -156,7 +157,7 @@ class Pipeline:
                                         if (s := self._running[t]) is not None])
                 logger.info("cancelled {} cycle(s) whose restart was not issued yet (process "
                             "ids {}); their alarms stay set", len(ids),
-                            ", ".join(map(str, ids[:20])) + (" ..." if len(ids) > 20 else ""))
+                            id_list(ids))
             issued = [t for t, s in self._running.items()
                       if s is not None and t not in unissued and not t.done()]
             pending = await self._drain(tg, issued) if issued else set()

@@ -36,11 +36,6 @@ def host_filter(host: str | None) -> tuple[str, tuple[object, ...]]:
     return " AND p.host = %s", (host,)
 
 
-def processes(config: Config, host: str | None = None
-              ) -> list[tuple[int, str, int, str | None]]:
-    return [(i, n, a, s) for i, n, a, s, _ in processes_on(config, host)[0]]
-
-
 def processes_on(config: Config, host: str | None = None
                  ) -> tuple[list[tuple[int, str, int, str | None, str | None]], bool]:
     """Every process (of `host`, when given) with its alarma, notes and host; and whether

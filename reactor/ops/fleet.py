@@ -24,10 +24,9 @@ from reactor.config import Config
 from reactor.errors import DatabaseRefused
 from reactor.ops.table import table
 from reactor.storage.database import connect, mapped
+from reactor.storage.fleet import MISSING_TABLE
 from reactor.storage.queries import has_host_column
 from reactor.text import one_line
-
-MISSING_TABLE = 1146
 
 FLEET_SQL = (
     "SELECT host, state, version, pid, mode, binlog_server, position, gtid, seconds_behind, "

@@ -54,6 +54,7 @@ from reactor.sources.detect import AlarmTracker, is_alarm, is_clear
 from reactor.storage import queries
 from reactor.storage.database import Database
 from reactor.storage.statefile import Checkpoint
+from reactor.text import id_list
 
 Emit = Callable[[Alarm], None]
 
@@ -62,7 +63,7 @@ def _processes(pids: list[int]) -> str:
     """`process 7`, or `processes 7, 9, ...` (20 ids at most)."""
     if len(pids) == 1:
         return f"process {pids[0]}"
-    return "processes " + ", ".join(map(str, pids[:20])) + (" ..." if len(pids) > 20 else "")
+    return "processes " + id_list(pids)
 
 
 class Intake:
@@ -74,7 +75,6 @@ class Intake:
         # whose alarms to take (None: every one, as `reactor watch` prints them all)
         self.owned = owned if owned is not None else Ownership("", column=False)
         self.hosts: dict[int, str | None] = {}  # PROCESE.host per process (with the column)
-        self.foreign = 0  # alarms of other hosts' rows, dropped
         self.verify_replay = verify_replay
         self.replay_until: Checkpoint | None = None  # set when resuming from a checkpoint
         self.tracker = AlarmTracker(clock)
@@ -140,11 +140,6 @@ class Intake:
             self.on_emitted()
             self.on_safe(self._latest)
 
-    @property
-    def busy(self) -> int:
-        """Lookups and replay checks in flight."""
-        return len(self._lookups)
-
     # ------------------------------------------------------------------ delivery
 
     def _mine(self, pid: int, host: str | None) -> bool:
@@ -152,7 +147,6 @@ class Intake:
         row that moves to this host later is taken then: _name_changed)."""
         if self.owned.owns(host):
             return True
-        self.foreign += 1
         self.tracker.forget(pid)
         logger.debug("alarm of process {} is for host {}: not ours", pid, host)
         return False

@@ -63,13 +63,10 @@ from reactor.storage import queries
 from reactor.storage.database import Database
 from reactor.storage.positions import GtidState
 from reactor.storage.statefile import Checkpoint, StateFile
+from reactor.text import id_list
 
 CONFIRM_DELAY = 1.0  # seconds to the second sweep after an undecodable change
 UNREADABLE_QUIET = 60.0  # seconds between two WARNINGs about undecodable events
-
-
-def _ids(pids: list[int]) -> str:
-    return ", ".join(map(str, pids[:20])) + (" ..." if len(pids) > 20 else "")
 
 
 def _level(exc: ReactorError) -> str:
@@ -296,13 +293,13 @@ class Monitor:
         unjudged = self.judge.forget()
         if unjudged:
             logger.info("{} alarm(s) a sweep found ahead of the stream cannot be checked "
-                        "against it any more (process ids {})", len(unjudged), _ids(unjudged))
+                        "against it any more (process ids {})", len(unjudged), id_list(unjudged))
 
     def _gap(self, ids: list[int], when: str = "") -> None:
         # in binlog mode the stream delivers every alarm: a catch is a bug, or a server
         # setting the stream cannot read
         logger.warning("sweep found {} alarm(s) the stream had not delivered (process ids "
-                       "{}){}", len(ids), _ids(ids), when)
+                       "{}){}", len(ids), id_list(ids), when)
         self.observers.happened(Happening.SWEEP_CAUGHT,
                                 f"{len(ids)} alarm(s) the stream had not delivered", ids)
 
@@ -362,17 +359,16 @@ class Monitor:
         if self._column_check or (self.owned.host and not self.owned.known):
             self._column_check = False
             await self.check_host_column()
-        if streaming:
+        # with the stream from another server, [database]'s file and offset are not
+        # comparable with the stream's (the tracker and the gap judge compare offsets): not
+        # read, and what the sweep finds is judged at once
+        if streaming and not self.config.binlog.separate(self.config.database):
             assert self.binlog is not None
             rows, status = await self.database.call(queries.fetch_alarmed_at, self.owned,
                                                     self.binlog.use_gtid)
             server_at = Checkpoint(status[0], status[1],
                                    gtid=GtidState(status[2]) if status[2] else None) \
                 if status else None
-            if self.config.binlog.separate(self.config.database):
-                # another server's file and offset: not comparable with the stream's (the
-                # tracker and the gap judge compare offsets); judged at once instead
-                server_at = None
         else:
             rows = await self.database.call(queries.fetch_alarmed, self.owned)
         found = self.intake.on_sweep(rows, started, source, server_at)

@@ -111,10 +111,10 @@ class FleetRow:
                        why, self.owned.host)
         self.observers.happened(Happening.FLEET_UNRECORDED, why)
 
-    def recheck(self, interval: float) -> None:
-        """After a reload: try again (a migration applied meanwhile)."""
-        self.interval = interval
-        self.enabled = interval > 0
+    def recheck(self) -> None:
+        """After a reload: try again (a migration applied meanwhile); fleet_interval itself
+        is restart-only (reload.RESTART_ONLY)."""
+        self.enabled = self.interval > 0
 
     async def run(self) -> None:
         """Write the row every interval until stop()."""

@@ -43,7 +43,7 @@ import pymysql.cursors
 
 from reactor.errors import DatabaseRefused, DatabaseUnavailable, ReactorError, TransientError
 from reactor.ownership import Ownership
-from reactor.storage.database import Database
+from reactor.storage.database import LOCK_CODES, Database
 from reactor.text import one_line
 
 NOTE_MAX = 100  # STATUS_PROCESS.notes is VARCHAR(100)
@@ -142,7 +142,7 @@ def write_one_nowait(cur: pymysql.cursors.Cursor, request: _Request,
         changed = cur.execute(f"SET STATEMENT innodb_lock_wait_timeout = 0 FOR {sql}{cond}",
                               (one_line(request.note, NOTE_MAX), request.pid, *params))
     except pymysql.err.OperationalError as exc:
-        if exc.args and exc.args[0] in (1205, 1213):
+        if exc.args and exc.args[0] in LOCK_CODES:
             return None
         raise
     return bool(changed) if request.clear else True

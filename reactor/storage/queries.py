@@ -49,11 +49,6 @@ def fetch_alarmed_at(cur: pymysql.cursors.Cursor, owned: Ownership | None = None
     return rows, position
 
 
-def fetch_names(cur: pymysql.cursors.Cursor) -> dict[int, str]:
-    cur.execute("SELECT process_id, process_name FROM PROCESE")
-    return {int(pid): name for pid, name in cur.fetchall()}
-
-
 def fetch_processes(cur: pymysql.cursors.Cursor, host_column: bool
                     ) -> dict[int, tuple[str, str | None]]:
     """Every PROCESE row: id -> (name, host; None without the column or when NULL)."""

@@ -226,11 +226,6 @@ class StateFile:
             self._saver.start()
         self._cond.notify_all()
 
-    @property
-    def failing(self) -> bool:
-        """The last save failed: the file holds an older state."""
-        return self._failures > 0
-
     def _save_loop(self) -> None:
         while True:
             with self._cond:
