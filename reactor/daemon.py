@@ -101,6 +101,8 @@ class Daemon:
             settle=self.intake.settle, is_active=self.intake.tracker.is_active,
             refused=self.intake.refused, observers=self.observers,
         )
+        # the last clears of a storm go out at once, not SPACING later (outcomes.py)
+        self.store.outcomes.writers = self.pipeline.cycles_running
         self.monitor = Monitor(config, self.database, self.state, self.intake,
                                self.observers)
         self.fleet = FleetRow(self.database, self.owned, config.monitor.fleet_interval,

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import report
+from benchmarks.storm import POLL_MAX, POLL_MIN, poll_pause
 from tests.conftest import REPO, unavailable
 
 STATS = {"n", "p50", "p90", "p99", "max"}
@@ -181,3 +182,10 @@ def test_reduced_fleet_benchmark_writes_its_results(tmp_path: Path) -> None:
         assert run["server_cpu_ms_per_alarm"] >= 0 and not run["reader_errors"], run
     assert (tmp_path / "fleet.md").read_text().startswith("Measured ")
     assert (tmp_path / "fleet.png").stat().st_size > 0
+
+
+def test_the_storm_watcher_polls_gently_while_many_are_left_and_finely_at_the_end() -> None:
+    assert poll_pause(0, 1000, 0.5) == POLL_MAX  # nothing cleared yet: no rate to go by
+    assert poll_pause(200, 800, 1.0) == POLL_MAX  # 4 s left at 200/s
+    assert poll_pause(900, 100, 4.5) == pytest.approx(0.05)  # 0.5 s left: a tenth of it
+    assert poll_pause(995, 5, 5.0) == POLL_MIN  # the last few: the finest resolution

@@ -195,3 +195,41 @@ def test_writes_still_waiting_when_the_writer_stops_fail_instead_of_hanging(
         asyncio.run(scenario())
     finally:
         db.close()
+
+
+def test_the_last_writes_of_a_burst_do_not_wait_for_cycles_that_are_not_coming(
+        mariadb: MariaDB, tmp_path: Path) -> None:
+    """In a burst, a write waits for the cycles still running to join its batch; when
+    every running cycle is already waiting for its write (the end of a storm), it goes out
+    at once."""
+    pids = rows(mariadb, 20)
+    db = database(mariadb, tmp_path)
+    outcomes = Outcomes(db)
+    running = [0]
+    outcomes.writers = lambda: running[0]
+
+    async def burst_then(p: int, cycles: int) -> int:
+        """Two writes back to back (a burst), then one more while `cycles` run: how many
+        writes waited for their batch to gather."""
+        for q in (p, p + 1):
+            await outcomes.write(q, "burst", clear=False)
+        spaced = outcomes.spaced
+        running[0] = cycles
+        await outcomes.write(p + 2, "last", clear=False)
+        running[0] = 0
+        return outcomes.spaced - spaced
+
+    async def scenario() -> tuple[int, int]:
+        writer = asyncio.create_task(outcomes.run())
+        try:
+            alone = await burst_then(pids[0], 1)  # the only cycle running is this one
+            others = await burst_then(pids[10], 2)  # another one may still ask
+            return alone, others
+        finally:
+            writer.cancel()
+
+    try:
+        alone, others = asyncio.run(scenario())
+    finally:
+        db.close()
+    assert (alone, others) == (0, 1)

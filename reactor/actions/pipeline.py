@@ -75,6 +75,7 @@ class Pipeline:
         self._ready: collections.deque[int] = collections.deque()  # waiting for a worker
         self._has_ready = asyncio.Event()
         self._running: dict[asyncio.Task[None], Slot | None] = {}  # worker -> its cycle
+        self._busy = 0  # workers running a cycle
         self._closing = asyncio.Event()
         self._urgent = asyncio.Event()
         self._idle = asyncio.Event()
@@ -95,6 +96,10 @@ class Pipeline:
     @property
     def in_flight(self) -> int:
         return len(self._slots)
+
+    def cycles_running(self) -> int:
+        """Cycles a worker is running now (not those waiting in the table)."""
+        return self._busy
 
     def cycles_in_flight(self) -> list[tuple[Alarm, bool]]:
         """Each process's cycle wanted or running: its alarm, and whether its restart was
@@ -197,10 +202,12 @@ class Pipeline:
         assert me is not None
         while (slot := await self._next()) is not None:
             self._running[me] = slot
+            self._busy += 1
             try:
                 await self._run_slot(slot)
             finally:
                 self._running[me] = None
+                self._busy -= 1
 
     async def _drain(self, tg: asyncio.TaskGroup,
                      tasks: list[asyncio.Task[None]]) -> set[asyncio.Task[None]]:

@@ -5,9 +5,10 @@ reactor's PyMySQL threads) a round trip per cycle. Cycles call `Outcomes.write(p
 clear)` and wait; a writer (`run`, owned by the Store) takes every request waiting, up to
 BATCH_MAX, and writes them in one transaction:
 
-    SELECT process_id FROM STATUS_PROCESS WHERE process_id IN (...)      -- which rows exist
     SELECT process_id, alarma ... FORCE INDEX (PRIMARY) WHERE process_id IN (...)
         FOR UPDATE SKIP LOCKED                          -- lock them, but never wait for one
+    SELECT process_id FROM STATUS_PROCESS WHERE process_id IN (...)
+        -- only when some were not locked: which of those exist (locked by another session)
     UPDATE ... SET alarma = 0, notes = CASE process_id WHEN ... END
         WHERE process_id IN (clears still in alarm)     -- cleared, each with its own note
     UPDATE ... SET notes = CASE ... END WHERE process_id IN (notes)
@@ -17,7 +18,8 @@ Each alarm keeps its semantics: cleared only if still set, with its own note, an
 cycle told whether it was. A request goes out at once, unless the writes are a burst (the
 last two began less than 1.5 x SPACING apart): then it waits until SPACING after the last
 one, or until GATHER requests are queued, and the batch is whatever queued meanwhile. So
-one alarm's clear, or two close together, are never delayed; a storm's 200 cycles ending
+one alarm's clear, or two close together, are never delayed, nor the last ones of a storm
+(when every running cycle is waiting for its write: `writers`); a storm's 200 cycles ending
 per second make batches of about 20, not 200 transactions (each one a commit, a binlog
 event the stream reads back, and a round trip through a pool thread: in the storm
 benchmark, this halves the CPU the reactor and MariaDB spend beside systemd, which
@@ -37,6 +39,7 @@ that error; each cycle retries as it would a single statement.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pymysql.cursors
@@ -102,13 +105,14 @@ def write_batch(cur: pymysql.cursors.Cursor, requests: list[_Request],
     conn = cur.connection
     conn.begin()
     try:
-        cur.execute(f"SELECT process_id FROM STATUS_PROCESS WHERE process_id IN "
-                    f"({_ids(len(ids))}){cond}", [*ids, *params])
-        exist = {int(pid) for (pid,) in cur.fetchall()}
         cur.execute(f"SELECT process_id, alarma FROM STATUS_PROCESS {BY_KEY} WHERE process_id "
                     f"IN ({_ids(len(ids))}){cond} FOR UPDATE SKIP LOCKED", [*ids, *params])
         mine = {int(pid): int(alarma) for pid, alarma in cur.fetchall()}
-        locked = exist - mine.keys()
+        locked: set[int] = set()
+        if len(mine) < len(ids):  # missing, not ours, or locked by another session: which?
+            cur.execute(f"SELECT process_id FROM STATUS_PROCESS WHERE process_id IN "
+                        f"({_ids(len(ids))}){cond}", [*ids, *params])
+            locked = {int(pid) for (pid,) in cur.fetchall()} - mine.keys()
         clears = [r for r in requests if r.clear and mine.get(r.pid) == 1]
         notes = [r for r in requests if not r.clear and r.pid in mine]
         if clears:
@@ -171,6 +175,9 @@ class Outcomes:
         self._nowait = True  # the server takes MariaDB's SET STATEMENT (MySQL does not)
         self.batches = 0  # transactions written (the benchmark counts statements)
         self.spaced = 0  # writes that waited for a burst's batch to gather
+        # how many cycles are running (the pipeline sets it): when all of them wait for
+        # their write, nothing more is coming soon and a burst's batch need not wait
+        self.writers: Callable[[], int] | None = None
 
     async def write(self, pid: int, note: str, *, clear: bool) -> bool:
         """Write one outcome: the note, and alarma = 0 when `clear` and it is still 1. True
@@ -236,13 +243,18 @@ class Outcomes:
                     request.done.set_exception(stopped)
             self._queue = []
 
+    def _gathered(self) -> bool:
+        """GATHER requests are queued, or every running cycle's is."""
+        queued = len(self._queue)
+        return queued >= GATHER or (self.writers is not None and queued >= self.writers())
+
     async def _gather(self, until: float) -> None:
-        """Wait until loop time `until`, or until GATHER requests are queued."""
+        """Wait until loop time `until`, or until the batch is gathered."""
         loop = asyncio.get_running_loop()
-        if len(self._queue) >= GATHER or until <= loop.time():
+        if self._gathered() or until <= loop.time():
             return
         self.spaced += 1
-        while len(self._queue) < GATHER and (wait := until - loop.time()) > 0:
+        while not self._gathered() and (wait := until - loop.time()) > 0:
             self._wake.clear()
             try:
                 async with asyncio.timeout(wait):

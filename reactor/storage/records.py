@@ -5,7 +5,11 @@
   both go through Outcomes (outcomes.py), which writes those of many cycles at once;
 - audit(step): one REACTOR_AUDIT row per step of a cycle (the Store listens to the
   Observers fan-out), buffered and written in batches by `run()` (its `at` is the time of
-  the step, not of the write).
+  the step, not of the write). A quiet flow's rows wait AUDIT_FLUSH_INTERVAL to share a
+  statement; in a burst (rows kept coming since the last write began) a write begins every
+  AUDIT_BURST_INTERVAL, or as soon as AUDIT_BATCH rows wait: a storm's 5,000 rows are about
+  20 statements, not 100 (each a commit, and a binlog event the stream reads back; in the
+  storm benchmark this cuts MariaDB's CPU beside systemd by a third).
 
 Ownership: with a `host` column in PROCESE, the clear and the note of a row whose host is
 no longer this reactor's (moved while its cycle ran) change nothing: both statements carry
@@ -43,7 +47,9 @@ AUDIT_BUFFER_MAX = 100_000
 # audit rows waiting above which new cycles wait (Store.room) while the database is up: a
 # storm must not run ahead of its own audit trail, nor fill memory with it
 AUDIT_HIGH_WATER = 5_000
-AUDIT_FLUSH_INTERVAL = 0.05
+AUDIT_FLUSH_INTERVAL = 0.05  # s the rows of a quiet flow wait for company
+AUDIT_BURST_INTERVAL = 0.25  # s between the starts of two writes in a burst
+AUDIT_BATCH = 1_000  # rows waiting that are written without waiting more
 HOST = socket.gethostname()[:64]
 
 AUDIT_SQL = ("INSERT INTO REACTOR_AUDIT (at, host, cycle, process_id, process_name, unit, step, "
@@ -71,6 +77,7 @@ class Store:
         self._pending = asyncio.Event()
         self._written = asyncio.Event()  # set after each flush (rows written or not)
         self._stopping = False
+        self.audit_writes = 0  # audit statements sent (written or not)
 
     async def _record(self, pid: int, note: str, clear: bool, what: str) -> bool | None:
         """The write's answer, or None when the database stayed unavailable (given up)."""
@@ -139,6 +146,7 @@ class Store:
         if not self._rows:
             return True
         rows, self._rows = self._rows, []
+        self.audit_writes += 1
         try:
             host = self.owned.host if self.owned is not None and self.owned.host else HOST
             await self.database.call(_insert_audit, [audit_params(r, host) for r in rows])
@@ -164,15 +172,33 @@ class Store:
 
     async def _audit_loop(self) -> None:
         backoff = Backoff(0.2, 5.0)
+        loop = asyncio.get_running_loop()
+        last = -AUDIT_BURST_INTERVAL  # loop time the last write began
         while not self._stopping:
             await self._pending.wait()
             self._pending.clear()
-            await asyncio.sleep(AUDIT_FLUSH_INTERVAL)
+            now = loop.time()
+            burst = now - last < AUDIT_BURST_INTERVAL  # rows came while the last was written
+            await self._gather(last + AUDIT_BURST_INTERVAL if burst
+                               else now + AUDIT_FLUSH_INTERVAL)
+            last = loop.time()
             if await self.flush():
                 backoff.reset()
             else:
                 await asyncio.sleep(backoff.next())
                 self._pending.set()
+
+    async def _gather(self, until: float) -> None:
+        """Wait until loop time `until`, AUDIT_BATCH rows, or stop()."""
+        loop = asyncio.get_running_loop()
+        while len(self._rows) < AUDIT_BATCH and not self._stopping and \
+                (wait := until - loop.time()) > 0:
+            self._pending.clear()
+            try:
+                async with asyncio.timeout(wait):
+                    await self._pending.wait()
+            except TimeoutError:
+                return
 
     def stop(self) -> None:
         self._stopping = True
