@@ -178,6 +178,7 @@ class Outcomes:
         # how many cycles are running (the pipeline sets it): when all of them wait for
         # their write, nothing more is coming soon and a burst's batch need not wait
         self.writers: Callable[[], int] | None = None
+        self._gathering = False  # the writer waits for a burst's batch (_gather)
 
     async def write(self, pid: int, note: str, *, clear: bool) -> bool:
         """Write one outcome: the note, and alarma = 0 when `clear` and it is still 1. True
@@ -187,7 +188,7 @@ class Outcomes:
             raise DatabaseUnavailable("reactor is stopping: outcome not written")
         done: asyncio.Future[bool | None] = asyncio.get_running_loop().create_future()
         self._queue.append(_Request(pid, note, clear, done))
-        self._wake.set()
+        self._wake_writer()
         written = await done
         if written is None:  # locked by another session: alone, waiting for the lock
             return bool(await self.database.call(write_one, pid, note, clear, self.owned))
@@ -204,7 +205,7 @@ class Outcomes:
         loop = asyncio.get_running_loop()
         requests = [_Request(pid, note, clear, loop.create_future()) for pid, note in items]
         self._queue.extend(requests)
-        self._wake.set()
+        self._wake_writer()
         answers: dict[int, bool | None] = {}
         refused: ReactorError | None = None
         for request in requests:
@@ -243,6 +244,12 @@ class Outcomes:
                     request.done.set_exception(stopped)
             self._queue = []
 
+    def _wake_writer(self) -> None:
+        """A request is queued: the writer wakes, unless it is gathering a burst's batch
+        that is not complete yet (it would only count the queue and wait again)."""
+        if not self._gathering or self._gathered():
+            self._wake.set()
+
     def _gathered(self) -> bool:
         """GATHER requests are queued, or every running cycle's is."""
         queued = len(self._queue)
@@ -254,13 +261,15 @@ class Outcomes:
         if self._gathered() or until <= loop.time():
             return
         self.spaced += 1
-        while not self._gathered() and (wait := until - loop.time()) > 0:
-            self._wake.clear()
-            try:
-                async with asyncio.timeout(wait):
-                    await self._wake.wait()
-            except TimeoutError:
-                return
+        self._gathering = True
+        self._wake.clear()
+        try:
+            async with asyncio.timeout(until - loop.time()):
+                await self._wake.wait()
+        except TimeoutError:
+            pass
+        finally:
+            self._gathering = False
 
     def _take(self) -> list[_Request]:
         """The next batch: at most BATCH_MAX requests, one per process (a second one for

@@ -78,6 +78,7 @@ class Store:
         self._written = asyncio.Event()  # set after each flush (rows written or not)
         self._stopping = False
         self.audit_writes = 0  # audit statements sent (written or not)
+        self._gathering = False  # the writer waits for a burst's rows (_gather)
 
     async def _record(self, pid: int, note: str, clear: bool, what: str) -> bool | None:
         """The write's answer, or None when the database stayed unavailable (given up)."""
@@ -133,7 +134,9 @@ class Store:
             del self._rows[:dropped]
             logger.error("audit buffer full while the database is unavailable: dropped {} "
                          "oldest row(s)", dropped)
-        self._pending.set()
+        # a writer gathering a burst wakes only for a full batch, not for every row
+        if not self._gathering or len(self._rows) >= AUDIT_BATCH:
+            self._pending.set()
 
     async def flush(self) -> bool:
         """Write every buffered audit row; False (rows kept) when the database is down."""
@@ -190,15 +193,18 @@ class Store:
 
     async def _gather(self, until: float) -> None:
         """Wait until loop time `until`, AUDIT_BATCH rows, or stop()."""
-        loop = asyncio.get_running_loop()
-        while len(self._rows) < AUDIT_BATCH and not self._stopping and \
-                (wait := until - loop.time()) > 0:
-            self._pending.clear()
-            try:
-                async with asyncio.timeout(wait):
-                    await self._pending.wait()
-            except TimeoutError:
-                return
+        wait = until - asyncio.get_running_loop().time()
+        if len(self._rows) >= AUDIT_BATCH or self._stopping or wait <= 0:
+            return
+        self._gathering = True
+        self._pending.clear()
+        try:
+            async with asyncio.timeout(wait):
+                await self._pending.wait()
+        except TimeoutError:
+            pass
+        finally:
+            self._gathering = False
 
     def stop(self) -> None:
         self._stopping = True
