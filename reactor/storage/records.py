@@ -181,7 +181,7 @@ class Store:
             await self._pending.wait()
             self._pending.clear()
             now = loop.time()
-            burst = now - last < AUDIT_BURST_INTERVAL  # rows came while the last was written
+            burst = now - last < AUDIT_BURST_INTERVAL  # rows again soon after the last write
             await self._gather(last + AUDIT_BURST_INTERVAL if burst
                                else now + AUDIT_FLUSH_INTERVAL)
             last = loop.time()
