@@ -47,6 +47,7 @@ import pymysql.cursors
 from reactor.errors import DatabaseRefused, DatabaseUnavailable, ReactorError, TransientError
 from reactor.ownership import Ownership
 from reactor.storage.database import LOCK_CODES, Database
+from reactor.storage.gathering import Gathering
 from reactor.text import one_line
 
 NOTE_MAX = 100  # STATUS_PROCESS.notes is VARCHAR(100)
@@ -170,7 +171,7 @@ class Outcomes:
         self.database = database
         self.owned = owned  # the rows this reactor may write (None: all)
         self._queue: list[_Request] = []
-        self._wake = asyncio.Event()
+        self._signal = Gathering()  # requests queued -> the writer (run)
         self._stopped = False  # run() has ended: nothing would write a request any more
         self._nowait = True  # the server takes MariaDB's SET STATEMENT (MySQL does not)
         self.batches = 0  # transactions written (the benchmark counts statements)
@@ -178,7 +179,6 @@ class Outcomes:
         # how many cycles are running (the pipeline sets it): when all of them wait for
         # their write, nothing more is coming soon and a burst's batch need not wait
         self.writers: Callable[[], int] | None = None
-        self._gathering = False  # the writer waits for a burst's batch (_gather)
 
     async def write(self, pid: int, note: str, *, clear: bool) -> bool:
         """Write one outcome: the note, and alarma = 0 when `clear` and it is still 1. True
@@ -188,7 +188,7 @@ class Outcomes:
             raise DatabaseUnavailable("reactor is stopping: outcome not written")
         done: asyncio.Future[bool | None] = asyncio.get_running_loop().create_future()
         self._queue.append(_Request(pid, note, clear, done))
-        self._wake_writer()
+        self._signal.arrived(self._gathered())
         written = await done
         if written is None:  # locked by another session: alone, waiting for the lock
             return bool(await self.database.call(write_one, pid, note, clear, self.owned))
@@ -205,7 +205,7 @@ class Outcomes:
         loop = asyncio.get_running_loop()
         requests = [_Request(pid, note, clear, loop.create_future()) for pid, note in items]
         self._queue.extend(requests)
-        self._wake_writer()
+        self._signal.arrived(self._gathered())
         answers: dict[int, bool | None] = {}
         refused: ReactorError | None = None
         for request in requests:
@@ -228,8 +228,7 @@ class Outcomes:
         before = last = -2 * SPACING  # the starts of the last two writes (loop time)
         try:
             while True:
-                await self._wake.wait()
-                self._wake.clear()
+                await self._signal.arrival()
                 while self._queue:
                     if last - before < 1.5 * SPACING:  # a burst: let the batch gather
                         await self._gather(last + SPACING)
@@ -244,12 +243,6 @@ class Outcomes:
                     request.done.set_exception(stopped)
             self._queue = []
 
-    def _wake_writer(self) -> None:
-        """A request is queued: the writer wakes, unless it is gathering a burst's batch
-        that is not complete yet (it would only count the queue and wait again)."""
-        if not self._gathering or self._gathered():
-            self._wake.set()
-
     def _gathered(self) -> bool:
         """GATHER requests are queued, or every running cycle's is."""
         queued = len(self._queue)
@@ -261,15 +254,7 @@ class Outcomes:
         if self._gathered() or until <= loop.time():
             return
         self.spaced += 1
-        self._gathering = True
-        self._wake.clear()
-        try:
-            async with asyncio.timeout(until - loop.time()):
-                await self._wake.wait()
-        except TimeoutError:
-            pass
-        finally:
-            self._gathering = False
+        await self._signal.until(until)
 
     def _take(self) -> list[_Request]:
         """The next batch: at most BATCH_MAX requests, one per process (a second one for

@@ -38,6 +38,7 @@ from reactor.events import Condition, Notice, Step
 from reactor.ownership import Ownership
 from reactor.retry import Backoff
 from reactor.storage.database import Database
+from reactor.storage.gathering import Gathering
 from reactor.storage.outcomes import Outcomes
 from reactor.text import one_line
 
@@ -74,11 +75,10 @@ class Store:
         self.owned = owned  # the rows this reactor may write (None: all)
         self.outcomes = Outcomes(database, owned)  # clears and notes, many cycles at once
         self._rows: list[Step] = []
-        self._pending = asyncio.Event()
+        self._signal = Gathering()  # audit rows buffered -> the writer (_audit_loop)
         self._written = asyncio.Event()  # set after each flush (rows written or not)
         self._stopping = False
         self.audit_writes = 0  # audit statements sent (written or not)
-        self._gathering = False  # the writer waits for a burst's rows (_gather)
 
     async def _record(self, pid: int, note: str, clear: bool, what: str) -> bool | None:
         """The write's answer, or None when the database stayed unavailable (given up)."""
@@ -134,9 +134,7 @@ class Store:
             del self._rows[:dropped]
             logger.error("audit buffer full while the database is unavailable: dropped {} "
                          "oldest row(s)", dropped)
-        # a writer gathering a burst wakes only for a full batch, not for every row
-        if not self._gathering or len(self._rows) >= AUDIT_BATCH:
-            self._pending.set()
+        self._signal.arrived(len(self._rows) >= AUDIT_BATCH)
 
     async def flush(self) -> bool:
         """Write every buffered audit row; False (rows kept) when the database is down."""
@@ -178,8 +176,7 @@ class Store:
         loop = asyncio.get_running_loop()
         last = -AUDIT_BURST_INTERVAL  # loop time the last write began
         while not self._stopping:
-            await self._pending.wait()
-            self._pending.clear()
+            await self._signal.arrival()
             now = loop.time()
             burst = now - last < AUDIT_BURST_INTERVAL  # rows again soon after the last write
             await self._gather(last + AUDIT_BURST_INTERVAL if burst
@@ -189,24 +186,15 @@ class Store:
                 backoff.reset()
             else:
                 await asyncio.sleep(backoff.next())
-                self._pending.set()
+                self._signal.arrived()
 
     async def _gather(self, until: float) -> None:
         """Wait until loop time `until`, AUDIT_BATCH rows, or stop()."""
-        wait = until - asyncio.get_running_loop().time()
-        if len(self._rows) >= AUDIT_BATCH or self._stopping or wait <= 0:
-            return
-        self._gathering = True
-        self._pending.clear()
-        try:
-            async with asyncio.timeout(wait):
-                await self._pending.wait()
-        except TimeoutError:
-            pass
-        finally:
-            self._gathering = False
+        if len(self._rows) < AUDIT_BATCH and not self._stopping and \
+                until > asyncio.get_running_loop().time():
+            await self._signal.until(until)
 
     def stop(self) -> None:
         self._stopping = True
-        self._pending.set()
+        self._signal.arrived(complete=True)  # wakes the writer, gathering or not
         self._written.set()
